@@ -1,0 +1,84 @@
+"""The tables' schemas: one pandera ``DataFrameModel`` (polars) per table, their single statement.
+
+``RawTransaction`` is what any source delivers: the canonical columns, typed but not yet trusted
+(nulls allowed), with ``parse_errors`` keeping what could not be read and ``partition_date`` the day the
+row was delivered for. ``ValidatedTransaction`` is what passed every row rule; ``QuarantinedTransaction``
+is a raw row that did not, with the reason.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pandera.polars as pa
+
+# Column order of every transaction table; labels may be absent (null) for unlabelled sources.
+TRANSACTION_COLUMNS = (
+    "transaction_id",
+    "tx_datetime",
+    "customer_id",
+    "terminal_id",
+    "tx_amount",
+    "tx_fraud",
+    "tx_fraud_scenario",
+)
+REQUIRED_COLUMNS = ("transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount")
+LABEL_COLUMNS = ("tx_fraud", "tx_fraud_scenario")
+
+POLARS_DTYPES: dict[str, pl.DataType] = {
+    "transaction_id": pl.Int64(),
+    "tx_datetime": pl.Datetime("us"),
+    "customer_id": pl.Int64(),
+    "terminal_id": pl.Int64(),
+    "tx_amount": pl.Float64(),
+    "tx_fraud": pl.Int8(),
+    "tx_fraud_scenario": pl.Int8(),
+}
+
+
+class RawTransaction(pa.DataFrameModel):
+    """One day's transactions as delivered by the simulator or a landing file."""
+
+    transaction_id: pl.Int64 = pa.Field(nullable=True)
+    tx_datetime: pl.Datetime = pa.Field(nullable=True)
+    customer_id: pl.Int64 = pa.Field(nullable=True)
+    terminal_id: pl.Int64 = pa.Field(nullable=True)
+    tx_amount: pl.Float64 = pa.Field(nullable=True)
+    tx_fraud: pl.Int8 = pa.Field(nullable=True)
+    tx_fraud_scenario: pl.Int8 = pa.Field(nullable=True)
+    partition_date: pl.Date = pa.Field(description="The day this row was delivered for.")
+    source: pl.Utf8 = pa.Field(description="'simulator' or the landing file the row came from.")
+    parse_errors: pl.Utf8 = pa.Field(
+        nullable=True, description="Values that could not be read as their column's type."
+    )
+
+    class Config:
+        strict = True
+        coerce = False
+
+
+class ValidatedTransaction(pa.DataFrameModel):
+    """A transaction that passed every row rule: complete, positive finite amount, inside its day."""
+
+    transaction_id: pl.Int64 = pa.Field(ge=0, unique=True)
+    tx_datetime: pl.Datetime = pa.Field()
+    customer_id: pl.Int64 = pa.Field(ge=0)
+    terminal_id: pl.Int64 = pa.Field(ge=0)
+    tx_amount: pl.Float64 = pa.Field(gt=0, description="Positive and finite.")
+    tx_fraud: pl.Int8 = pa.Field(isin=[0, 1], nullable=True, description="Null while unlabelled.")
+    tx_fraud_scenario: pl.Int8 = pa.Field(ge=0, nullable=True)
+
+    @pa.check("tx_amount", name="finite")
+    @classmethod
+    def amount_is_finite(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        # polars orders NaN above every number, so `gt=0` alone lets NaN and inf through.
+        return data.lazyframe.select(pl.col(data.key).is_finite())
+
+    class Config:
+        strict = True
+        coerce = False
+
+
+class QuarantinedTransaction(RawTransaction):
+    """A raw row that broke at least one row rule, kept with every rule it broke."""
+
+    quarantine_reason: pl.Utf8 = pa.Field(description="Every rule the row broke, '; '-separated.")

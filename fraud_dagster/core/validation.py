@@ -1,0 +1,84 @@
+"""Row rules that split raw transactions into validated and quarantined ones.
+
+Every raw row ends in exactly one of the two outputs; a quarantined row carries every rule it broke.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import polars as pl
+
+from fraud_dagster.core.schema import REQUIRED_COLUMNS, TRANSACTION_COLUMNS
+
+REASON = "quarantine_reason"
+DUPLICATE_ID = "duplicate transaction_id"
+
+
+def _row_rules() -> list[pl.Expr]:
+    """One expression per rule, each the reason string where the rule is broken, else null."""
+    amount = pl.col("tx_amount")
+    rules = [
+        pl.when(pl.col("parse_errors").is_not_null()).then(
+            pl.lit("unreadable value: ") + pl.col("parse_errors")
+        )
+    ]
+    rules += [
+        pl.when(pl.col(name).is_null() & pl.col("parse_errors").is_null()).then(
+            pl.lit(f"missing {name}")
+        )
+        for name in REQUIRED_COLUMNS
+    ]
+    rules += [
+        pl.when(amount.is_nan()).then(pl.lit("tx_amount is NaN")),
+        pl.when(amount.is_infinite()).then(pl.lit("tx_amount is infinite")),
+        pl.when(amount <= 0).then(pl.lit("tx_amount is not positive")),
+        pl.when(pl.col("transaction_id") < 0).then(pl.lit("transaction_id is negative")),
+        pl.when(pl.col("customer_id") < 0).then(pl.lit("customer_id is negative")),
+        pl.when(pl.col("terminal_id") < 0).then(pl.lit("terminal_id is negative")),
+        pl.when(~pl.col("tx_fraud").is_in([0, 1])).then(pl.lit("tx_fraud is not 0 or 1")),
+        pl.when(pl.col("tx_fraud_scenario") < 0).then(pl.lit("tx_fraud_scenario is negative")),
+        pl.when(pl.col("tx_datetime").dt.date() != pl.col("partition_date")).then(
+            pl.lit("tx_datetime outside ") + pl.col("partition_date").cast(pl.Utf8)
+        ),
+    ]
+    return rules
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    validated: pl.DataFrame
+    quarantined: pl.DataFrame
+
+
+def split_transactions(raw: pl.DataFrame) -> Split:
+    """Apply the row rules; of rows sharing an id, the first one that is otherwise valid is kept."""
+    reasons = raw.with_columns(
+        pl.concat_str(_row_rules(), separator="; ", ignore_nulls=True).alias(REASON)
+    ).with_columns(
+        pl.when(pl.col(REASON) != "").then(pl.col(REASON)).alias(REASON),
+    )
+    otherwise_valid = pl.col(REASON).is_null()
+    reasons = reasons.with_columns(
+        pl.when(otherwise_valid & ~pl.col("transaction_id").is_first_distinct().over(otherwise_valid))
+        .then(pl.lit(DUPLICATE_ID))
+        .otherwise(pl.col(REASON))
+        .alias(REASON)
+    )
+    is_valid = pl.col(REASON).is_null()
+    return Split(
+        validated=reasons.filter(is_valid).select(TRANSACTION_COLUMNS),
+        quarantined=reasons.filter(~is_valid),
+    )
+
+
+def quarantine_rate_by_day(raw: pl.DataFrame, quarantined: pl.DataFrame) -> pl.DataFrame:
+    """Rows, quarantined rows and their share for each partition day."""
+    totals = raw.group_by("partition_date").agg(pl.len().alias("rows"))
+    bad = quarantined.group_by("partition_date").agg(pl.len().alias("quarantined"))
+    return (
+        totals.join(bad, on="partition_date", how="left")
+        .with_columns(pl.col("quarantined").fill_null(0).cast(pl.UInt32))
+        .with_columns((pl.col("quarantined") / pl.col("rows")).alias("quarantine_rate"))
+        .sort("partition_date")
+    )

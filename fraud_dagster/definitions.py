@@ -1,0 +1,35 @@
+"""The whole system in one place: assets, checks, jobs, sensors and resources."""
+
+import dagster as dg
+
+from fraud_dagster import settings
+from fraud_dagster.assets import transactions
+from fraud_dagster.io_managers import PolarsParquetIOManager
+from fraud_dagster.jobs import ingest_job
+from fraud_dagster.resources import LandingSource, SimulatorSource
+from fraud_dagster.sensors import landing_sensor
+
+
+def transaction_source():
+    """``FRAUD_SOURCE`` picks where raw transactions come from."""
+    if settings.source() == "landing":
+        return LandingSource(landing_dir=str(settings.landing_dir()))
+    return SimulatorSource(drift_start=settings.drift_start().isoformat())
+
+
+def resources() -> dict:
+    return {
+        "io_manager": PolarsParquetIOManager(base_path=str(settings.data_dir() / "assets")),
+        "transaction_source": transaction_source(),
+    }
+
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([transactions]),
+    jobs=[ingest_job],
+    sensors=[landing_sensor],
+    resources=resources(),
+    # Steps here are short and polars already uses every core: separate step processes would only
+    # add start-up time. A deployment swaps in the Kubernetes or Celery executor here.
+    executor=dg.in_process_executor,
+)

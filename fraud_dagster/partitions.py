@@ -1,0 +1,18 @@
+"""The daily partitions every daily asset shares."""
+
+import datetime as dt
+
+import dagster as dg
+
+from fraud_dagster import settings
+
+
+def daily_partitions_definition() -> dg.DailyPartitionsDefinition:
+    end = settings.end_date()
+    return dg.DailyPartitionsDefinition(
+        start_date=settings.start_date().isoformat(),
+        end_date=(end + dt.timedelta(days=1)).isoformat() if end else None,
+    )
+
+
+daily_partitions = daily_partitions_definition()

@@ -1,0 +1,87 @@
+"""Where raw transactions come from: the simulator or the landing folder (``FRAUD_SOURCE``)."""
+
+
+import datetime as dt
+from abc import ABC, abstractmethod
+
+import dagster as dg
+import polars as pl
+
+from fraud_dagster.core.landing import LandingFolder, read_landing_file
+from fraud_dagster.core.schema import POLARS_DTYPES, TRANSACTION_COLUMNS
+from fraud_dagster.core.simulator import Simulator, SimulatorConfig
+
+
+def _days(first: dt.date, last: dt.date) -> list[dt.date]:
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def empty_raw_frame() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={
+            **POLARS_DTYPES,
+            "partition_date": pl.Date(),
+            "source": pl.Utf8(),
+            "parse_errors": pl.Utf8(),
+        }
+    )
+
+
+class TransactionSource(dg.ConfigurableResource, ABC):
+    """Delivers raw transactions (``RawTransaction`` schema) for a range of days."""
+
+    @abstractmethod
+    def read_days(self, first: dt.date, last: dt.date) -> pl.DataFrame: ...
+
+
+class SimulatorSource(TransactionSource):
+    """The built-in simulator: seeded, the same rows for a day whichever other days are made."""
+
+    seed: int = 42
+    n_customers: int = 5_000
+    n_terminals: int = 10_000
+    drift_start: str | None = None
+    drift_amount_factor: float = SimulatorConfig.drift_amount_factor
+    drift_fraud_factor: float = SimulatorConfig.drift_fraud_factor
+    stolen_cards_per_day: float = SimulatorConfig.n_stolen_cards
+
+    def simulator_config(self) -> SimulatorConfig:
+        return SimulatorConfig(
+            seed=self.seed,
+            n_customers=self.n_customers,
+            n_terminals=self.n_terminals,
+            drift_start=dt.date.fromisoformat(self.drift_start) if self.drift_start else None,
+            drift_amount_factor=self.drift_amount_factor,
+            drift_fraud_factor=self.drift_fraud_factor,
+            n_stolen_cards=self.stolen_cards_per_day,
+        )
+
+    def read_days(self, first: dt.date, last: dt.date) -> pl.DataFrame:
+        simulator = Simulator(self.simulator_config())
+        frames = [
+            simulator.day(day).with_columns(
+                partition_date=pl.lit(day),
+                source=pl.lit("simulator"),
+                parse_errors=pl.lit(None, dtype=pl.Utf8),
+            )
+            for day in _days(first, last)
+        ]
+        return pl.concat(frames)
+
+
+class LandingSource(TransactionSource):
+    """Files accepted by ``landing_sensor`` into ``<landing_dir>/_accepted/<day>/``."""
+
+    landing_dir: str
+
+    def read_days(self, first: dt.date, last: dt.date) -> pl.DataFrame:
+        folder = LandingFolder(self.landing_dir)
+        frames = [empty_raw_frame()]
+        for day in _days(first, last):
+            for path in folder.accepted(day):
+                frames.append(
+                    read_landing_file(path).transactions.select(TRANSACTION_COLUMNS, "parse_errors")
+                    .with_columns(partition_date=pl.lit(day), source=pl.lit(path.name))
+                    .select(empty_raw_frame().columns)
+                )
+        return pl.concat(frames)

@@ -1,0 +1,79 @@
+"""Sensors: ``landing_sensor`` turns files dropped into the landing folder into ingest runs."""
+
+
+import datetime as dt
+import hashlib
+
+import dagster as dg
+
+from fraud_dagster import settings
+from fraud_dagster.core.landing import LandingFileError, LandingFolder, read_landing_file
+from fraud_dagster.jobs import ingest_job
+from fraud_dagster.partitions import daily_partitions
+from fraud_dagster.resources import LandingSource, TransactionSource
+
+
+def contiguous_ranges(days: list[dt.date]) -> list[tuple[dt.date, dt.date]]:
+    """Sorted distinct days grouped into (first, last) runs of consecutive days."""
+    ranges: list[tuple[dt.date, dt.date]] = []
+    for day in sorted(set(days)):
+        if ranges and day == ranges[-1][1] + dt.timedelta(days=1):
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+    return ranges
+
+
+def _partition_range() -> tuple[dt.date, dt.date | None]:
+    last_key = daily_partitions.get_last_partition_key()
+    return settings.start_date(), dt.date.fromisoformat(last_key) if last_key else None
+
+
+@dg.sensor(
+    job=ingest_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING
+    if settings.source() == "landing"
+    else dg.DefaultSensorStatus.STOPPED,
+    description="Ingests CSV or parquet files dropped into the landing folder, one day per file.",
+)
+def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: TransactionSource):
+    if not isinstance(transaction_source, LandingSource):
+        return dg.SkipReason("FRAUD_SOURCE is not 'landing': raw transactions come from the simulator")
+    folder = LandingFolder(transaction_source.landing_dir)
+    first, last = _partition_range()
+    accepted: dict[dt.date, list[str]] = {}
+    for path in folder.pending():
+        try:
+            landed = read_landing_file(path)
+            if landed.day < first or last is None or landed.day > last:
+                raise LandingFileError(
+                    f"{landed.day} is outside the partitions {first}..{last or '(none yet)'}"
+                )
+        except LandingFileError as exc:
+            target = folder.reject(path, str(exc))
+            context.log.warning(f"rejected {path.name}: {exc} (moved to {target})")
+            continue
+        folder.accept(path, landed.day)
+        accepted.setdefault(landed.day, []).append(path.name)
+        if landed.ignored_columns:
+            context.log.info(f"{path.name}: ignored columns {', '.join(landed.ignored_columns)}")
+
+    if not accepted:
+        return dg.SkipReason(f"no new files in {folder.root}")
+    run_requests = []
+    for start, end in contiguous_ranges(list(accepted)):
+        names = sorted(n for day, files in accepted.items() if start <= day <= end for n in files)
+        digest = hashlib.sha1("\n".join(names).encode()).hexdigest()[:12]
+        run_requests.append(
+            dg.RunRequest(
+                run_key=f"landing-{start}-{end}-{digest}",
+                tags={
+                    "dagster/asset_partition_range_start": start.isoformat(),
+                    "dagster/asset_partition_range_end": end.isoformat(),
+                    "fraud/trigger": "landing",
+                    "fraud/landing_files": ", ".join(names)[:200],
+                },
+            )
+        )
+    return run_requests

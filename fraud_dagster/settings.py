@@ -1,0 +1,47 @@
+"""Where things live and which days exist, read from the environment with fixed defaults.
+
+Nothing here looks at the clock: the partition range is the configured start date and, optionally,
+a configured end date (otherwise Dagster's own partitions definition extends to the last full day
+when it is evaluated, not when this module is imported).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+DEFAULT_START_DATE = "2025-01-01"
+SOURCES = ("simulator", "landing")
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("FRAUD_DATA_DIR", "data")).resolve()
+
+
+def start_date() -> dt.date:
+    return dt.date.fromisoformat(os.environ.get("FRAUD_START_DATE", DEFAULT_START_DATE))
+
+
+def end_date() -> dt.date | None:
+    """Last partition (inclusive) if ``FRAUD_END_DATE`` is set."""
+    value = os.environ.get("FRAUD_END_DATE")
+    return dt.date.fromisoformat(value) if value else None
+
+
+def source() -> str:
+    value = os.environ.get("FRAUD_SOURCE", "simulator")
+    if value not in SOURCES:
+        raise ValueError(f"FRAUD_SOURCE must be one of {', '.join(SOURCES)}, not {value!r}")
+    return value
+
+
+def landing_dir() -> Path:
+    value = os.environ.get("FRAUD_LANDING_DIR")
+    return Path(value).resolve() if value else data_dir() / "landing"
+
+
+def drift_start() -> dt.date:
+    """The simulator's drift begins here: ``FRAUD_DRIFT_START``, else 120 days after the start."""
+    value = os.environ.get("FRAUD_DRIFT_START")
+    return dt.date.fromisoformat(value) if value else start_date() + dt.timedelta(days=120)
