@@ -15,9 +15,6 @@ from pathlib import Path
 
 from fraud_dagster import settings
 
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fraud-dagster", description=__doc__.split("\n")[0])
@@ -33,12 +30,13 @@ def run_pipeline(start: dt.date, end: dt.date) -> bool:
     import dagster as dg
 
     from fraud_dagster.definitions import defs
+    from fraud_dagster.partitions import partition_range_tags
 
     if not os.environ.get("DAGSTER_HOME"):
         if not Path("dagster.yaml").exists():
             sys.exit("Set DAGSTER_HOME, or run from the project folder (which has dagster.yaml).")
         os.environ["DAGSTER_HOME"] = str(Path.cwd())
-    tags = {RANGE_START_TAG: start.isoformat(), RANGE_END_TAG: end.isoformat(), "fraud/trigger": "cli"}
+    tags = {**partition_range_tags(start, end), "fraud/trigger": "cli"}
     with dg.DagsterInstance.get() as instance:
         result = defs.resolve_job_def("ingest_job").execute_in_process(
             instance=instance,

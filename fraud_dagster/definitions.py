@@ -17,19 +17,24 @@ def transaction_source():
     return SimulatorSource(drift_start=settings.drift_start().isoformat())
 
 
-def resources() -> dict:
+def default_resources() -> dict:
+    """The embedded local defaults; the environment variables in README override them."""
     return {
         "io_manager": PolarsParquetIOManager(base_path=str(settings.data_dir() / "assets")),
         "transaction_source": transaction_source(),
     }
 
 
-defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([transactions]),
-    jobs=[ingest_job],
-    sensors=[landing_sensor],
-    resources=resources(),
-    # Steps here are short and polars already uses every core: separate step processes would only
-    # add start-up time. A deployment swaps in the Kubernetes or Celery executor here.
-    executor=dg.in_process_executor,
-)
+def make_definitions(resources: dict) -> dg.Definitions:
+    return dg.Definitions(
+        assets=dg.load_assets_from_modules([transactions]),
+        jobs=[ingest_job],
+        sensors=[landing_sensor],
+        resources=resources,
+        # Steps here are short and polars already uses every core: a process per step would only
+        # add start-up time. A deployment swaps in the Kubernetes or Celery executor here.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = make_definitions(default_resources())

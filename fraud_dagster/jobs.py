@@ -3,11 +3,8 @@ comes with the model)."""
 
 import dagster as dg
 
-from fraud_dagster.partitions import daily_partitions
-
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.groups("transactions"),
-    partitions_def=daily_partitions,
     description="Raw, validated and quarantined transactions for the selected days, in one run.",
 )

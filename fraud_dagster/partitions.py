@@ -16,3 +16,12 @@ def daily_partitions_definition() -> dg.DailyPartitionsDefinition:
 
 
 daily_partitions = daily_partitions_definition()
+
+
+def partition_range_tags(first: dt.date, last: dt.date) -> dict[str, str]:
+    """Run tags that make one run materialise every day from ``first`` to ``last`` inclusive,
+    as a single-run backfill does."""
+    return {
+        "dagster/asset_partition_range_start": first.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }

@@ -8,23 +8,12 @@ import dagster as dg
 import polars as pl
 
 from fraud_dagster.core.landing import LandingFolder, read_landing_file
-from fraud_dagster.core.schema import POLARS_DTYPES, TRANSACTION_COLUMNS
+from fraud_dagster.core.schema import RAW_DTYPES
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
 
 
 def _days(first: dt.date, last: dt.date) -> list[dt.date]:
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
-
-
-def empty_raw_frame() -> pl.DataFrame:
-    return pl.DataFrame(
-        schema={
-            **POLARS_DTYPES,
-            "partition_date": pl.Date(),
-            "source": pl.Utf8(),
-            "parse_errors": pl.Utf8(),
-        }
-    )
 
 
 class TransactionSource(dg.ConfigurableResource, ABC):
@@ -76,12 +65,13 @@ class LandingSource(TransactionSource):
 
     def read_days(self, first: dt.date, last: dt.date) -> pl.DataFrame:
         folder = LandingFolder(self.landing_dir)
-        frames = [empty_raw_frame()]
+        frames = [pl.DataFrame(schema=RAW_DTYPES)]
         for day in _days(first, last):
             for path in folder.accepted(day):
+                landed = read_landing_file(path).transactions
                 frames.append(
-                    read_landing_file(path).transactions.select(TRANSACTION_COLUMNS, "parse_errors")
-                    .with_columns(partition_date=pl.lit(day), source=pl.lit(path.name))
-                    .select(empty_raw_frame().columns)
+                    landed.with_columns(
+                        partition_date=pl.lit(day), source=pl.lit(path.name)
+                    ).select(list(RAW_DTYPES))
                 )
         return pl.concat(frames)

@@ -9,7 +9,7 @@ import dagster as dg
 from fraud_dagster import settings
 from fraud_dagster.core.landing import LandingFileError, LandingFolder, read_landing_file
 from fraud_dagster.jobs import ingest_job
-from fraud_dagster.partitions import daily_partitions
+from fraud_dagster.partitions import daily_partitions, partition_range_tags
 from fraud_dagster.resources import LandingSource, TransactionSource
 
 
@@ -69,8 +69,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
             dg.RunRequest(
                 run_key=f"landing-{start}-{end}-{digest}",
                 tags={
-                    "dagster/asset_partition_range_start": start.isoformat(),
-                    "dagster/asset_partition_range_end": end.isoformat(),
+                    **partition_range_tags(start, end),
                     "fraud/trigger": "landing",
                     "fraud/landing_files": ", ".join(names)[:200],
                 },

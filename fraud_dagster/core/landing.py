@@ -64,13 +64,13 @@ def _parse_integer(column: pl.Expr, dtype: pl.DataType, target: pl.DataType) -> 
         return column.cast(target, strict=False)
     if dtype.is_float():
         return pl.when(column == column.round()).then(column).cast(target, strict=False)
-    return column.cast(pl.Utf8).str.strip_chars().cast(target, strict=False)
+    return column.cast(pl.Utf8).cast(target, strict=False)
 
 
 def _parse_float(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     if dtype.is_numeric():
         return column.cast(pl.Float64)
-    return column.cast(pl.Utf8).str.strip_chars().cast(pl.Float64, strict=False)
+    return column.cast(pl.Utf8).cast(pl.Float64, strict=False)
 
 
 def _parse_datetime(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
@@ -80,10 +80,18 @@ def _parse_datetime(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
         return column.cast(pl.Datetime("us"))
     if dtype == pl.Date:
         return column.cast(pl.Datetime("us"))
-    text = column.cast(pl.Utf8).str.strip_chars()
+    text = column.cast(pl.Utf8)
     return pl.coalesce(
         [text.str.strptime(pl.Datetime("us"), fmt, strict=False) for fmt in _DATETIME_FORMATS]
     )
+
+
+def _blank_as_null(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """Text is stripped and an empty cell is a missing value, not an unreadable one."""
+    if dtype != pl.Utf8:
+        return column
+    text = column.str.strip_chars()
+    return pl.when(text != "").then(text)
 
 
 def _parse(name: str, dtype: pl.DataType) -> pl.Expr:
@@ -108,7 +116,7 @@ def normalise_columns(frame: pl.DataFrame) -> tuple[pl.DataFrame, tuple[str, ...
         )
     known = {by_lower[name]: name for name in TRANSACTION_COLUMNS if name in by_lower}
     ignored = tuple(c for c in frame.columns if c not in known)
-    frame = frame.select([pl.col(src).alias(dst) for src, dst in known.items()])
+    frame = frame.select(_blank_as_null(pl.col(src), frame.schema[src]).alias(dst) for src, dst in known.items())
     frame = frame.with_columns(
         pl.lit(None, dtype=POLARS_DTYPES[name]).alias(name)
         for name in LABEL_COLUMNS

@@ -33,6 +33,12 @@ POLARS_DTYPES: dict[str, pl.DataType] = {
     "tx_fraud": pl.Int8(),
     "tx_fraud_scenario": pl.Int8(),
 }
+RAW_DTYPES: dict[str, pl.DataType] = {
+    **POLARS_DTYPES,
+    "partition_date": pl.Date(),
+    "source": pl.Utf8(),
+    "parse_errors": pl.Utf8(),
+}
 
 
 class RawTransaction(pa.DataFrameModel):

@@ -1,0 +1,67 @@
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from fraud_dagster.definitions import make_definitions
+from fraud_dagster.io_managers import PolarsParquetIOManager
+from fraud_dagster.partitions import partition_range_tags
+from fraud_dagster.resources import LandingSource, SimulatorSource
+
+# Small populations keep runs quick; the behaviour under test does not depend on size.
+SMALL_SIMULATOR = dict(n_customers=500, n_terminals=1_000, drift_start="2025-03-01")
+
+
+@pytest.fixture
+def instance(tmp_path):
+    home = tmp_path / "dagster"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        yield instance
+
+
+@pytest.fixture
+def assets_dir(tmp_path) -> Path:
+    return tmp_path / "assets"
+
+
+@pytest.fixture
+def landing_dir(tmp_path) -> Path:
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def simulator_defs(assets_dir) -> dg.Definitions:
+    return make_definitions(
+        {
+            "io_manager": PolarsParquetIOManager(base_path=str(assets_dir)),
+            "transaction_source": SimulatorSource(**SMALL_SIMULATOR),
+        }
+    )
+
+
+@pytest.fixture
+def landing_defs(assets_dir, landing_dir) -> dg.Definitions:
+    return make_definitions(
+        {
+            "io_manager": PolarsParquetIOManager(base_path=str(assets_dir)),
+            "transaction_source": LandingSource(landing_dir=str(landing_dir)),
+        }
+    )
+
+
+def run_ingest(defs, instance, first: dt.date, last: dt.date, run_config=None, tags=None):
+    return defs.resolve_job_def("ingest_job").execute_in_process(
+        instance=instance,
+        tags={**partition_range_tags(first, last), **(tags or {})},
+        run_config=run_config or {},
+        raise_on_error=False,
+    )
+
+
+def read_partition(assets_dir: Path, asset: str, day: dt.date) -> pl.DataFrame:
+    return pl.read_parquet(assets_dir / asset / f"{day.isoformat()}.parquet")

@@ -1,0 +1,65 @@
+"""Landing files as users produce them, including broken ones."""
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+
+from fraud_dagster.core.simulator import Simulator
+
+HANDBOOK_HEADER = (
+    ",TRANSACTION_ID,TX_DATETIME,CUSTOMER_ID,TERMINAL_ID,TX_AMOUNT,"
+    "TX_TIME_SECONDS,TX_TIME_DAYS,TX_FRAUD,TX_FRAUD_SCENARIO"
+)
+
+
+def handbook_frame(day: dt.date, n: int = 200) -> pl.DataFrame:
+    """A day in the Fraud Detection Handbook's layout (upper case, its extra columns)."""
+    tx = Simulator().day(day).head(n)
+    return pl.DataFrame(
+        {
+            "": range(tx.height),
+            "TRANSACTION_ID": tx["transaction_id"],
+            "TX_DATETIME": tx["tx_datetime"].dt.strftime("%Y-%m-%d %H:%M:%S"),
+            "CUSTOMER_ID": tx["customer_id"],
+            "TERMINAL_ID": tx["terminal_id"],
+            "TX_AMOUNT": tx["tx_amount"],
+            "TX_TIME_SECONDS": tx["tx_datetime"].dt.second(),
+            "TX_TIME_DAYS": [0] * tx.height,
+            "TX_FRAUD": tx["tx_fraud"],
+            "TX_FRAUD_SCENARIO": tx["tx_fraud_scenario"],
+        }
+    )
+
+
+def write_handbook_csv(folder: Path, day: dt.date, n: int = 200, name: str | None = None) -> Path:
+    path = folder / (name or f"{day.isoformat()}.csv")
+    handbook_frame(day, n).write_csv(path)
+    return path
+
+
+def write_parquet(folder: Path, day: dt.date, n: int = 200) -> Path:
+    path = folder / f"transactions_{day.isoformat()}.parquet"
+    Simulator().day(day).head(n).write_parquet(path)
+    return path
+
+
+def write_truncated_parquet(folder: Path, day: dt.date) -> Path:
+    whole = write_parquet(folder, day)
+    data = whole.read_bytes()
+    whole.unlink()
+    path = folder / f"truncated_{day.isoformat()}.parquet"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def write_garbage_csv(folder: Path, day: dt.date) -> Path:
+    path = folder / f"garbage_{day.isoformat()}.csv"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe garbage; not, a csv\n\x00\x01")
+    return path
+
+
+def write_empty_file(folder: Path, day: dt.date) -> Path:
+    path = folder / f"empty_{day.isoformat()}.csv"
+    path.touch()
+    return path

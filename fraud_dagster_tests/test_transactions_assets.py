@@ -1,0 +1,122 @@
+"""The daily transaction assets, materialised for real into a temporary instance and data root."""
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from fraud_dagster.assets.transactions import validated_transactions
+from fraud_dagster.core.simulator import Simulator, SimulatorConfig
+from fraud_dagster.definitions import make_definitions
+from fraud_dagster.io_managers import PolarsParquetIOManager
+from fraud_dagster.partitions import partition_range_tags
+from fraud_dagster.resources import LandingSource
+from fraud_dagster_tests.conftest import SMALL_SIMULATOR, read_partition, run_ingest
+from fraud_dagster_tests.landing_files import handbook_frame
+
+FIRST, LAST = dt.date(2025, 1, 6), dt.date(2025, 1, 10)
+DAILY_ASSETS = ("raw_transactions", "validated_transactions", "quarantined_transactions")
+
+
+def test_a_range_of_days_is_one_run_with_one_file_per_asset_and_day(simulator_defs, instance, assets_dir):
+    result = run_ingest(simulator_defs, instance, FIRST, LAST)
+    assert result.success
+    assert len(instance.get_runs()) == 1
+    days = [FIRST + dt.timedelta(days=i) for i in range(5)]
+    for asset in DAILY_ASSETS:
+        assert sorted(p.name for p in (assets_dir / asset).iterdir()) == [f"{d}.parquet" for d in days]
+        materialised = instance.get_materialized_partitions(dg.AssetKey(asset))
+        assert materialised == {d.isoformat() for d in days}
+
+
+def test_raw_day_is_the_simulator_day(simulator_defs, instance, assets_dir):
+    run_ingest(simulator_defs, instance, FIRST, LAST)
+    expected = Simulator(
+        SimulatorConfig(n_customers=500, n_terminals=1_000, drift_start=dt.date(2025, 3, 1))
+    ).day(LAST)
+    raw = read_partition(assets_dir, "raw_transactions", LAST)
+    assert raw.drop("partition_date", "source", "parse_errors").equals(expected)
+    assert read_partition(assets_dir, "validated_transactions", LAST).equals(expected)
+
+
+def test_checks_pass_on_clean_days(simulator_defs, instance):
+    result = run_ingest(simulator_defs, instance, FIRST, LAST)
+    evaluations = result.get_asset_check_evaluations()
+    assert {e.check_name for e in evaluations} == {
+        "schema_valid",
+        "quarantine_rate_below_threshold",
+        "transaction_ids_unique",
+        "timestamps_inside_day",
+    }
+    assert all(e.passed for e in evaluations)
+
+
+def _land(landing_dir, day: dt.date, frame: pl.DataFrame) -> None:
+    folder = landing_dir / "_accepted" / day.isoformat()
+    folder.mkdir(parents=True)
+    frame.write_csv(folder / f"{day}.csv")
+
+
+def _corrupt(frame: pl.DataFrame, rows: int) -> pl.DataFrame:
+    amounts = frame["TX_AMOUNT"].to_list()
+    for i in range(rows):
+        amounts[i] = -1.0
+    return frame.with_columns(pl.Series("TX_AMOUNT", amounts))
+
+
+def test_raw_rows_are_validated_plus_quarantined_for_every_day(landing_defs, instance, assets_dir, landing_dir):
+    _land(landing_dir, FIRST, _corrupt(handbook_frame(FIRST, 300), 4))
+    _land(landing_dir, LAST, handbook_frame(LAST, 300))
+    assert run_ingest(landing_defs, instance, FIRST, LAST).success
+    for day in (FIRST, LAST):
+        raw = read_partition(assets_dir, "raw_transactions", day)
+        valid = read_partition(assets_dir, "validated_transactions", day)
+        bad = read_partition(assets_dir, "quarantined_transactions", day)
+        assert raw.height == valid.height + bad.height
+    assert read_partition(assets_dir, "quarantined_transactions", FIRST).height == 4
+    # Days without files are materialised empty, not skipped.
+    assert read_partition(assets_dir, "raw_transactions", FIRST + dt.timedelta(days=1)).height == 0
+
+
+@dg.asset(partitions_def=validated_transactions.partitions_def, backfill_policy=dg.BackfillPolicy.single_run())
+def downstream_of_validated(validated_transactions: pl.DataFrame) -> None:
+    """Stands in for the features asset: it must not run when a blocking check fails."""
+
+
+def test_a_failed_blocking_check_stops_downstream_assets(assets_dir, landing_dir, instance):
+    _land(landing_dir, FIRST, _corrupt(handbook_frame(FIRST, 100), 20))
+    defs = dg.Definitions.merge(
+        make_definitions(
+            {
+                "io_manager": PolarsParquetIOManager(base_path=str(assets_dir)),
+                "transaction_source": LandingSource(landing_dir=str(landing_dir)),
+            }
+        ),
+        dg.Definitions(
+            assets=[downstream_of_validated],
+            jobs=[
+                dg.define_asset_job(
+                    "with_downstream",
+                    selection=dg.AssetSelection.groups("transactions")
+                    | dg.AssetSelection.assets(downstream_of_validated),
+                )
+            ],
+        ),
+    )
+    result = defs.resolve_job_def("with_downstream").execute_in_process(
+        instance=instance, tags=partition_range_tags(FIRST, FIRST), raise_on_error=False
+    )
+    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
+    assert failed == {"quarantine_rate_below_threshold"}
+    assert not result.success
+    assert instance.get_materialized_partitions(dg.AssetKey("downstream_of_validated")) == set()
+    # The day itself is still recorded, quarantine included, for someone to look at.
+    assert read_partition(assets_dir, "quarantined_transactions", FIRST).height == 20
+
+
+def test_quarantine_threshold_is_configurable(landing_defs, instance, landing_dir):
+    _land(landing_dir, FIRST, _corrupt(handbook_frame(FIRST, 100), 20))
+    config = {"ops": {"validated_transactions": {"config": {"max_quarantine_rate": 0.25}}}}
+    result = run_ingest(landing_defs, instance, FIRST, FIRST, run_config=config)
+    assert result.success
+    assert all(e.passed for e in result.get_asset_check_evaluations())
