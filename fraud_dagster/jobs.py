@@ -5,6 +5,7 @@ import dagster as dg
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
-    selection=dg.AssetSelection.groups("transactions"),
-    description="Raw, validated and quarantined transactions for the selected days, in one run.",
+    selection=dg.AssetSelection.groups("transactions", "features"),
+    description="Raw, validated and quarantined transactions and their features for the selected"
+    " days, in one run.",
 )

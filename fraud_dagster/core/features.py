@@ -1,0 +1,201 @@
+"""Point-in-time transaction features, the same code for the batch asset and the online service.
+
+A transaction on day D is described by its own fields and by aggregates of history up to the end of
+day D-1 (labels only for days at least ``label_delay`` old). Those aggregates are the *feature
+state as of D-1*: one row per customer and one per terminal seen lately.
+``features_for_day(transactions, state)`` is the one function that turns raw transactions and a state
+into features; the batch path builds each day's state from history, the online path loads the state
+that the batch path stored. Nothing here knows about Dagster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import polars as pl
+
+CUSTOMER_WINDOWS = (1, 7, 30)
+TERMINAL_WINDOWS = (1, 7, 30)
+KNOWN_FRAUD_WINDOW = 30
+DEFAULT_LABEL_DELAY = 7
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    label_delay: int = DEFAULT_LABEL_DELAY
+
+    def history_days(self) -> int:
+        """How many days before D the state for D needs."""
+        return max(max(CUSTOMER_WINDOWS), KNOWN_FRAUD_WINDOW, self.label_delay + max(TERMINAL_WINDOWS))
+
+
+FEATURE_COLUMNS = (
+    "tx_amount",
+    "tx_hour",
+    "tx_is_weekend",
+    "tx_is_night",
+    *(f"customer_nb_tx_{w}d" for w in CUSTOMER_WINDOWS),
+    *(f"customer_mean_amount_{w}d" for w in CUSTOMER_WINDOWS),
+    *(f"customer_std_amount_{w}d" for w in CUSTOMER_WINDOWS),
+    "amount_to_customer_mean_30d",
+    "amount_zscore_30d",
+    "customer_frauds_known_30d",
+    *(f"terminal_nb_tx_{w}d_delayed" for w in TERMINAL_WINDOWS),
+    *(f"terminal_risk_{w}d_delayed" for w in TERMINAL_WINDOWS),
+)
+KEY_COLUMNS = ("transaction_id", "tx_datetime", "customer_id", "terminal_id")
+
+
+def daily_aggregates(transactions: pl.DataFrame) -> pl.DataFrame:
+    """Per (customer, terminal, day): count, amount sum and sum of squares, known frauds.
+
+    Everything the state needs is a sum over days of these, so a state for any day is cheap.
+    """
+    return (
+        transactions.lazy()
+        .group_by(
+            "customer_id", "terminal_id", pl.col("tx_datetime").dt.date().alias("day")
+        )
+        .agg(
+            pl.len().cast(pl.Int64).alias("n"),
+            pl.col("tx_amount").sum().alias("amount"),
+            (pl.col("tx_amount") ** 2).sum().alias("amount_sq"),
+            pl.col("tx_fraud").fill_null(0).cast(pl.Int64).sum().alias("frauds"),
+            pl.col("tx_fraud").is_not_null().cast(pl.Int64).sum().alias("labelled"),
+        )
+        .collect()
+    )
+
+
+def _days_between(first: dt.date, last: dt.date) -> pl.Expr:
+    return pl.col("day").is_between(first, last)
+
+
+def state_as_of(daily: pl.DataFrame, as_of: dt.date, spec: FeatureSpec = FeatureSpec()) -> pl.DataFrame:
+    """The feature state at the end of ``as_of``: what features for ``as_of + 1`` may use.
+
+    One frame, ``entity`` saying what a row describes: ``customer`` rows (keyed by customer_id, the
+    ``c_*`` sums) and ``terminal`` rows (keyed by terminal_id, the ``t_*`` sums).
+    """
+    one = dt.timedelta(days=1)
+    customer_aggs = []
+    for w in CUSTOMER_WINDOWS:
+        inside = _days_between(as_of - (w - 1) * one, as_of)
+        customer_aggs += [
+            pl.col("n").filter(inside).sum().alias(f"c_n_{w}d"),
+            pl.col("amount").filter(inside).sum().alias(f"c_amount_{w}d"),
+            pl.col("amount_sq").filter(inside).sum().alias(f"c_amount_sq_{w}d"),
+        ]
+    # A transaction of day X has its label from the end of day X + label_delay on.
+    known_last = as_of - spec.label_delay * one
+    customer_aggs.append(
+        pl.col("frauds").filter(_days_between(known_last - (KNOWN_FRAUD_WINDOW - 1) * one, known_last))
+        .sum()
+        .alias("c_frauds_known_30d")
+    )
+    recent = daily.filter(_days_between(as_of - (spec.history_days() - 1) * one, as_of))
+    customers = recent.group_by("customer_id").agg(customer_aggs)
+
+    terminal_aggs = []
+    for w in TERMINAL_WINDOWS:
+        inside = _days_between(known_last - (w - 1) * one, known_last)
+        terminal_aggs += [
+            pl.col("n").filter(inside).sum().alias(f"t_n_{w}d"),
+            pl.col("frauds").filter(inside).sum().alias(f"t_frauds_{w}d"),
+        ]
+    terminals = recent.group_by("terminal_id").agg(terminal_aggs)
+    return pl.concat(
+        [
+            customers.with_columns(entity=pl.lit("customer")),
+            terminals.with_columns(entity=pl.lit("terminal")),
+        ],
+        how="diagonal_relaxed",
+    ).with_columns(state_date=pl.lit(as_of))
+
+
+def _std(n: pl.Expr, total: pl.Expr, total_sq: pl.Expr) -> pl.Expr:
+    variance = (total_sq - total * total / n) / n
+    return pl.when(n > 0).then(variance.clip(lower_bound=0).sqrt()).otherwise(0.0)
+
+
+def features_for_day(transactions: pl.DataFrame, state: pl.DataFrame) -> pl.DataFrame:
+    """Features of raw transactions given the state as of the end of the previous day.
+
+    Unknown customers and terminals get counts of 0, means and risks of 0, and
+    ``amount_to_customer_mean_30d`` of 0: the same for the batch and the online path.
+    """
+    customers = state.filter(pl.col("entity") == "customer").select(
+        "customer_id", pl.selectors.starts_with("c_")
+    )
+    terminals = state.filter(pl.col("entity") == "terminal").select(
+        "terminal_id", pl.selectors.starts_with("t_")
+    )
+    frame = (
+        transactions.select(*KEY_COLUMNS, "tx_amount")
+        .join(customers, on="customer_id", how="left")
+        .join(terminals, on="terminal_id", how="left")
+    )
+    frame = frame.with_columns(pl.selectors.starts_with("c_", "t_").fill_null(0))
+    seconds = (
+        pl.col("tx_datetime").dt.hour().cast(pl.Float64) * 3600
+        + pl.col("tx_datetime").dt.minute() * 60
+        + pl.col("tx_datetime").dt.second()
+    )
+    exprs = [
+        (seconds / 3600).alias("tx_hour"),
+        (pl.col("tx_datetime").dt.weekday() >= 6).cast(pl.Int8).alias("tx_is_weekend"),
+        (pl.col("tx_datetime").dt.hour() < 6).cast(pl.Int8).alias("tx_is_night"),
+    ]
+    for w in CUSTOMER_WINDOWS:
+        n, total, sq = pl.col(f"c_n_{w}d"), pl.col(f"c_amount_{w}d"), pl.col(f"c_amount_sq_{w}d")
+        exprs += [
+            n.cast(pl.Float64).alias(f"customer_nb_tx_{w}d"),
+            pl.when(n > 0).then(total / n).otherwise(0.0).alias(f"customer_mean_amount_{w}d"),
+            _std(n, total, sq).alias(f"customer_std_amount_{w}d"),
+        ]
+    for w in TERMINAL_WINDOWS:
+        n, frauds = pl.col(f"t_n_{w}d"), pl.col(f"t_frauds_{w}d")
+        exprs += [
+            n.cast(pl.Float64).alias(f"terminal_nb_tx_{w}d_delayed"),
+            pl.when(n > 0).then(frauds / n).otherwise(0.0).alias(f"terminal_risk_{w}d_delayed"),
+        ]
+    exprs += [
+        pl.col("c_frauds_known_30d").cast(pl.Float64).alias("customer_frauds_known_30d"),
+    ]
+    frame = frame.with_columns(exprs)
+    mean30, std30 = pl.col("customer_mean_amount_30d"), pl.col("customer_std_amount_30d")
+    frame = frame.with_columns(
+        pl.when(mean30 > 0).then(pl.col("tx_amount") / mean30).otherwise(0.0)
+        .alias("amount_to_customer_mean_30d"),
+        pl.when(std30 > 0).then((pl.col("tx_amount") - mean30) / std30).otherwise(0.0)
+        .alias("amount_zscore_30d"),
+        pl.col("tx_is_weekend").cast(pl.Float64),
+        pl.col("tx_is_night").cast(pl.Float64),
+        pl.col("tx_amount").cast(pl.Float64),
+    )
+    return frame.select(*KEY_COLUMNS, *FEATURE_COLUMNS)
+
+
+def batch_features(
+    history: pl.DataFrame, first: dt.date, last: dt.date, spec: FeatureSpec = FeatureSpec()
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Features for every transaction of days ``first``..``last`` and the state at the end of each.
+
+    ``history`` holds validated transactions from ``first - spec.history_days()`` to ``last``; each
+    day's features see only the state as of the day before, as the online service does.
+    """
+    daily = daily_aggregates(history)
+    by_day = history.with_columns(_day=pl.col("tx_datetime").dt.date()).partition_by(
+        "_day", as_dict=True, include_key=False
+    )
+    features, states = [], []
+    previous = state_as_of(daily, first - dt.timedelta(days=1), spec)
+    day = first
+    while day <= last:
+        transactions = by_day.get((day,), history.clear())
+        features.append(features_for_day(transactions, previous))
+        previous = state_as_of(daily, day, spec)
+        states.append(previous)
+        day += dt.timedelta(days=1)
+    return pl.concat(features), pl.concat(states, how="diagonal_relaxed")
