@@ -1,11 +1,15 @@
 """Pipeline benchmark: a 183-day single-run backfill of the daily assets, against baselines.
 
+The daily assets are raw, validated and quarantined transactions, transaction_features and
+feature_state (``ingest_job``).
+
     uv run python benchmarks/pipeline.py [--days 183]
 
 Prints one JSON object per line: each measured thing runs in its own subprocess so its peak memory is
 its own. Scenarios:
 
-- ``functions``: the pure functions alone (simulate, validate, write parquet), no Dagster: the floor.
+- ``functions``: the pure functions alone (simulate, validate, features, write parquet), no Dagster:
+  the floor.
 - ``dagster_single_run``: the ingest job over all days as ONE run, as a UI backfill makes it
   (``BackfillPolicy.single_run``) into a temporary instance; per-step rows/s from the event log.
 - ``dagster_run_per_day``: the same job one day per run, for a few days, to show what a backfill
@@ -33,6 +37,7 @@ def peak_rss_mb() -> float:
 def functions(days: int, root: Path) -> dict:
     import polars as pl
 
+    from fraud_dagster.core.features import FeatureSpec, batch_features
     from fraud_dagster.core.simulator import Simulator, SimulatorConfig
     from fraud_dagster.core.validation import split_transactions
 
@@ -47,6 +52,11 @@ def functions(days: int, root: Path) -> dict:
     t1 = time.perf_counter()
     split = split_transactions(raw)
     t2 = time.perf_counter()
+    features, _ = batch_features(
+        split.validated, START + dt.timedelta(days=1), last, FeatureSpec()
+    )
+    t_features = time.perf_counter() - t2
+    t2 = time.perf_counter()
     out = root / "validated"
     out.mkdir(parents=True, exist_ok=True)
     for (day,), part in split.validated.with_columns(d=pl.col("tx_datetime").dt.date()).partition_by(
@@ -60,6 +70,10 @@ def functions(days: int, root: Path) -> dict:
         "stages": {
             "simulate": {"seconds": round(t1 - t0, 2), "rows_per_s": round(rows / (t1 - t0))},
             "validate": {"seconds": round(t2 - t1, 2), "rows_per_s": round(rows / (t2 - t1))},
+            "features": {
+                "seconds": round(t_features, 2),
+                "rows_per_s": round(features.height / t_features),
+            },
             "write_parquet": {"seconds": round(t3 - t2, 2), "rows_per_s": round(rows / (t3 - t2))},
         },
         "wall_s": round(t3 - t0, 2),
@@ -165,6 +179,8 @@ def main() -> None:
         "run_per_day_wall_s_extrapolated": round(per_run * args.days, 1),
         "floor_wall_s": 60,
         "meets_floor": results["dagster_single_run"]["wall_s"] < 60,
+        "features_step_s": results["dagster_single_run"]["stages"]["transaction_features"]["seconds"],
+        "features_floor_s": 30,
     }))
 
 

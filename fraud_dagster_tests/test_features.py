@@ -1,0 +1,166 @@
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from fraud_dagster.core.features import (
+    FEATURE_COLUMNS,
+    FeatureSpec,
+    batch_features,
+    daily_aggregates,
+    features_for_day,
+    state_as_of,
+)
+from fraud_dagster.core.simulator import Simulator, SimulatorConfig
+from fraud_dagster_tests.conftest import read_partition, run_ingest
+
+D = dt.date(2025, 3, 10)
+SPEC = FeatureSpec(label_delay=7)
+
+
+@pytest.fixture(scope="module")
+def history() -> pl.DataFrame:
+    simulator = Simulator(SimulatorConfig(n_customers=800, n_terminals=1_500))
+    return simulator.days(D - dt.timedelta(days=SPEC.history_days()), D + dt.timedelta(days=5))
+
+
+def features_of_day(history: pl.DataFrame, day: dt.date = D) -> pl.DataFrame:
+    return batch_features(history, day, day, SPEC)[0].sort("transaction_id")
+
+
+def on_or_after(day: dt.date) -> pl.Expr:
+    return pl.col("tx_datetime").dt.date() >= day
+
+
+def test_changing_data_from_day_d_on_leaves_day_d_features_unchanged(history):
+    before = features_of_day(history)
+    day_d_ids = before["transaction_id"]
+    changed = history.with_columns(
+        # Everything from D on that is not the day-D transaction's own fields: labels of day D,
+        # all of the later days, and new transactions on day D.
+        tx_fraud=pl.when(on_or_after(D)).then(1 - pl.col("tx_fraud")).otherwise(pl.col("tx_fraud")),
+        tx_amount=pl.when(on_or_after(D + dt.timedelta(days=1)))
+        .then(pl.col("tx_amount") * 10)
+        .otherwise(pl.col("tx_amount")),
+    )
+    extra = history.filter(pl.col("tx_datetime").dt.date() == D).head(50).with_columns(
+        transaction_id=pl.col("transaction_id") + 900_000, tx_amount=pl.lit(9_999.0)
+    )
+    after = features_of_day(pl.concat([changed, extra]))
+    assert_frame_equal(after.filter(pl.col("transaction_id").is_in(day_d_ids.implode())), before)
+
+
+def test_labels_younger_than_the_delay_change_nothing(history):
+    before = features_of_day(history)
+    young = pl.col("tx_datetime").dt.date() > D - dt.timedelta(days=SPEC.label_delay + 1)
+    flipped = history.with_columns(
+        tx_fraud=pl.when(young).then(1 - pl.col("tx_fraud")).otherwise(pl.col("tx_fraud"))
+    )
+    assert_frame_equal(features_of_day(flipped), before)
+
+
+def test_labels_older_than_the_delay_do_change_terminal_risk(history):
+    """The counterpart of the test above, so that one can fail."""
+    before = features_of_day(history)
+    known = pl.col("tx_datetime").dt.date() == D - dt.timedelta(days=SPEC.label_delay + 1)
+    flipped = history.with_columns(
+        tx_fraud=pl.when(known).then(1 - pl.col("tx_fraud")).otherwise(pl.col("tx_fraud"))
+    )
+    after = features_of_day(flipped)
+    assert not after["terminal_risk_1d_delayed"].equals(before["terminal_risk_1d_delayed"])
+
+
+def tx(day: dt.date, hour: int, customer: int, terminal: int, amount: float, fraud: int, tid: int):
+    return {
+        "transaction_id": tid,
+        "tx_datetime": dt.datetime.combine(day, dt.time(hour)),
+        "customer_id": customer,
+        "terminal_id": terminal,
+        "tx_amount": amount,
+        "tx_fraud": fraud,
+        "tx_fraud_scenario": fraud,
+    }
+
+
+def test_features_match_a_hand_computed_case():
+    day = dt.date(2025, 6, 14)  # a Saturday
+    ago = lambda n: day - dt.timedelta(days=n)  # noqa: E731
+    rows = [
+        tx(ago(1), 12, 1, 7, 10.0, 0, 1),
+        tx(ago(1), 13, 1, 7, 30.0, 0, 2),
+        tx(ago(5), 9, 1, 8, 20.0, 0, 3),
+        tx(ago(20), 9, 1, 8, 40.0, 0, 4),
+        tx(ago(8), 10, 2, 7, 50.0, 1, 5),  # known: 8 days old, delay 7
+        tx(ago(8), 11, 3, 7, 50.0, 0, 6),
+        tx(ago(3), 10, 2, 7, 50.0, 1, 7),  # not known yet
+        tx(day, 3, 1, 7, 60.0, 0, 8),
+        tx(day, 15, 9, 99, 5.0, 0, 9),  # unknown customer and terminal
+    ]
+    history = pl.DataFrame(rows).with_columns(
+        pl.col("tx_datetime").cast(pl.Datetime("us")),
+        pl.col("tx_fraud", "tx_fraud_scenario").cast(pl.Int8),
+    )
+    f = {r["transaction_id"]: r for r in batch_features(history, day, day, SPEC)[0].to_dicts()}
+    known = f[8]
+    assert known["customer_nb_tx_1d"] == 2
+    assert known["customer_mean_amount_1d"] == 20.0
+    assert known["customer_std_amount_1d"] == pytest.approx(10.0)
+    assert known["customer_nb_tx_7d"] == 3
+    assert known["customer_mean_amount_7d"] == 20.0
+    assert known["customer_nb_tx_30d"] == 4
+    assert known["customer_mean_amount_30d"] == 25.0
+    assert known["amount_to_customer_mean_30d"] == pytest.approx(60 / 25)
+    assert known["tx_hour"] == 3.0 and known["tx_is_night"] == 1 and known["tx_is_weekend"] == 1
+    # Terminal 7 on day-8 (the last labelled day): 2 transactions, 1 fraud.
+    assert known["terminal_nb_tx_1d_delayed"] == 2
+    assert known["terminal_risk_1d_delayed"] == 0.5
+    assert known["terminal_nb_tx_7d_delayed"] == 2
+    unknown = f[9]
+    assert all(unknown[c] == 0 for c in FEATURE_COLUMNS if c.startswith(("customer_", "terminal_")))
+    assert unknown["amount_to_customer_mean_30d"] == 0 and unknown["amount_zscore_30d"] == 0
+
+
+def test_the_stored_state_gives_the_batch_features(history):
+    """What the online service will do: the state as of D-1 plus raw transactions of D."""
+    features, states = batch_features(history, D - dt.timedelta(days=1), D, SPEC)
+    state = states.filter(pl.col("state_date") == D - dt.timedelta(days=1))
+    day_d = history.filter(pl.col("tx_datetime").dt.date() == D)
+    online = features_for_day(day_d, state)
+    batch = features.filter(pl.col("tx_datetime").dt.date() == D)
+    assert_frame_equal(online.sort("transaction_id"), batch.sort("transaction_id"))
+    assert_frame_equal(
+        state.drop("state_date").sort("entity", "customer_id", "terminal_id"),
+        state_as_of(daily_aggregates(history), D - dt.timedelta(days=1), SPEC)
+        .drop("state_date")
+        .sort("entity", "customer_id", "terminal_id"),
+    )
+
+
+def test_features_asset_reads_the_history_window(simulator_defs, instance, assets_dir):
+    first, last = dt.date(2025, 1, 1), dt.date(2025, 2, 20)
+    assert run_ingest(simulator_defs, instance, first, last).success
+    partitions = instance.get_materialized_partitions(dg.AssetKey("transaction_features"))
+    assert len(partitions) == (last - first).days + 1
+    history = pl.concat(
+        read_partition(assets_dir, "validated_transactions", first + dt.timedelta(days=i))
+        for i in range((last - first).days + 1)
+    )
+    expected, _ = batch_features(history, last, last, SPEC)
+    stored = read_partition(assets_dir, "transaction_features", last)
+    assert_frame_equal(stored.sort("transaction_id"), expected.sort("transaction_id"))
+    state = read_partition(assets_dir, "feature_state", last)
+    assert set(state["entity"]) == {"customer", "terminal"}
+
+    # A later single day reads its history window, not all history.
+    next_day = last + dt.timedelta(days=1)
+    result = run_ingest(simulator_defs, instance, next_day, next_day)
+    (features_event,) = [
+        m for m in result.asset_materializations_for_node("transaction_features")
+        if m.asset_key == dg.AssetKey("transaction_features")
+    ]
+    window = history.filter(
+        pl.col("tx_datetime").dt.date() >= next_day - dt.timedelta(days=SPEC.history_days())
+    ).height + read_partition(assets_dir, "validated_transactions", next_day).height
+    assert features_event.metadata["history_rows_read"].value == window
