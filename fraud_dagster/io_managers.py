@@ -81,6 +81,16 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pl.DataFrame:
         if not context.has_asset_partitions:
             return read_parquet(self._asset_dir(context).with_suffix(".parquet"))
-        keys = context.asset_partition_keys
-        frames = [read_parquet(self._partition_path(context, key)) for key in keys]
+        paths = [self._partition_path(context, key) for key in context.asset_partition_keys]
+        if context.definition_metadata.get("allow_missing_partitions"):
+            # A history window may reach days that were never ingested (a landing folder with
+            # gaps, a fresh project): those days have no history, which the caller reports.
+            missing = [p.stem for p in paths if not p.exists()]
+            if missing:
+                context.log.warning(
+                    f"{len(missing)} of {len(paths)} partitions of"
+                    f" {context.asset_key.to_user_string()} are not materialised: {missing[:10]}"
+                )
+            paths = [p for p in paths if p.exists()]
+        frames = [read_parquet(path) for path in paths]
         return pl.concat(frames, how="vertical") if frames else pl.DataFrame()

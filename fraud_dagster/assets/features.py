@@ -1,10 +1,15 @@
 """Daily point-in-time features and the feature state the online service starts from."""
 
+import datetime as dt
+
 import dagster as dg
 import polars as pl
 
+from fraud_dagster import settings
+
 from fraud_dagster.assets.transactions import partition_days
 from fraud_dagster.core.features import DEFAULT_LABEL_DELAY, FeatureSpec, batch_features
+from fraud_dagster.core.schema import POLARS_DTYPES as VALIDATED_DTYPES
 from fraud_dagster.partitions import daily_partitions
 
 HISTORY_DAYS = FeatureSpec(label_delay=DEFAULT_LABEL_DELAY).history_days()
@@ -33,7 +38,8 @@ class FeaturesConfig(dg.Config):
         "validated_transactions": dg.AssetIn(
             partition_mapping=dg.TimeWindowPartitionMapping(
                 start_offset=-HISTORY_DAYS, allow_nonexistent_upstream_partitions=True
-            )
+            ),
+            metadata={"allow_missing_partitions": True},
         )
     },
     partitions_def=daily_partitions,
@@ -56,10 +62,18 @@ def transaction_features(
             [],
             config,
         )
+    if validated_transactions.width == 0:
+        validated_transactions = pl.DataFrame(schema=VALIDATED_DTYPES)
+    window_first = max(first - dt.timedelta(days=HISTORY_DAYS), settings.start_date())
+    days_present = validated_transactions["tx_datetime"].dt.date().n_unique()
     features, state = batch_features(validated_transactions, first, last, spec)
     yield dg.Output(
         features,
         output_name="transaction_features",
-        metadata={"history_rows_read": validated_transactions.height, "features": features.width - 4},
+        metadata={
+            "history_rows_read": validated_transactions.height,
+            "history_days_without_rows": (last - window_first).days + 1 - days_present,
+            "features": features.width - 4,
+        },
     )
     yield dg.Output(state, output_name="feature_state")
