@@ -17,6 +17,7 @@ its own. Scenarios:
 """
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -42,40 +43,40 @@ def functions(days: int, root: Path) -> dict:
     from fraud_dagster.core.validation import split_transactions
 
     last = START + dt.timedelta(days=days - 1)
-    t0 = time.perf_counter()
-    raw = Simulator(SimulatorConfig(drift_start=START + dt.timedelta(days=120))).days(START, last)
-    raw = raw.with_columns(
-        partition_date=pl.col("tx_datetime").dt.date(),
-        source=pl.lit("simulator"),
-        parse_errors=pl.lit(None, dtype=pl.Utf8),
-    )
-    t1 = time.perf_counter()
-    split = split_transactions(raw)
-    t2 = time.perf_counter()
-    t_validate = t2 - t1
-    features, _ = batch_features(split.validated, START, last, FeatureSpec())
-    t_features = time.perf_counter() - t2
-    t2 = time.perf_counter()
-    out = root / "validated"
-    out.mkdir(parents=True, exist_ok=True)
-    for (day,), part in split.validated.with_columns(d=pl.col("tx_datetime").dt.date()).partition_by(
-        "d", as_dict=True, include_key=False
-    ).items():
-        part.write_parquet(out / f"{day}.parquet")
-    t3 = time.perf_counter()
-    rows = raw.height
+    seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timed(stage: str):
+        t0 = time.perf_counter()
+        yield
+        seconds[stage] = time.perf_counter() - t0
+
+    with timed("simulate"):
+        simulator = Simulator(SimulatorConfig(drift_start=START + dt.timedelta(days=120)))
+        raw = simulator.days(START, last).with_columns(
+            partition_date=pl.col("tx_datetime").dt.date(),
+            source=pl.lit("simulator"),
+            parse_errors=pl.lit(None, dtype=pl.Utf8),
+        )
+    with timed("validate"):
+        validated = split_transactions(raw).validated
+    with timed("features"):
+        batch_features(validated, START, last, FeatureSpec())
+    with timed("write_parquet"):
+        out = root / "validated"
+        out.mkdir(parents=True)
+        by_day = validated.with_columns(d=pl.col("tx_datetime").dt.date()).partition_by(
+            "d", as_dict=True, include_key=False
+        )
+        for (day,), part in by_day.items():
+            part.write_parquet(out / f"{day}.parquet")
     return {
-        "rows": rows,
+        "rows": raw.height,
         "stages": {
-            "simulate": {"seconds": round(t1 - t0, 2), "rows_per_s": round(rows / (t1 - t0))},
-            "validate": {"seconds": round(t_validate, 2), "rows_per_s": round(rows / t_validate)},
-            "features": {
-                "seconds": round(t_features, 2),
-                "rows_per_s": round(features.height / t_features),
-            },
-            "write_parquet": {"seconds": round(t3 - t2, 2), "rows_per_s": round(rows / (t3 - t2))},
+            stage: {"seconds": round(s, 2), "rows_per_s": round(raw.height / s)}
+            for stage, s in seconds.items()
         },
-        "wall_s": round(t3 - t0, 2),
+        "wall_s": round(sum(seconds.values()), 2),
     }
 
 

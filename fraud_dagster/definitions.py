@@ -4,6 +4,7 @@ import dagster as dg
 
 from fraud_dagster import settings
 from fraud_dagster.assets import features, transactions
+from fraud_dagster.checks import validation_checks
 from fraud_dagster.io_managers import PolarsParquetIOManager
 from fraud_dagster.jobs import ingest_job
 from fraud_dagster.resources import LandingSource, SimulatorSource
@@ -28,6 +29,7 @@ def default_resources() -> dict:
 def make_definitions(resources: dict) -> dg.Definitions:
     return dg.Definitions(
         assets=dg.load_assets_from_modules([transactions, features]),
+        asset_checks=validation_checks,
         jobs=[ingest_job],
         sensors=[landing_sensor],
         resources=resources,

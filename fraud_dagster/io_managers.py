@@ -6,7 +6,6 @@ written as one file per day. Every file is written under a temporary name and re
 never leaves a half-written file and a failed run leaves the previous good file in place.
 """
 
-
 import datetime as dt
 import uuid
 

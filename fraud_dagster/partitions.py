@@ -18,6 +18,11 @@ def daily_partitions_definition() -> dg.DailyPartitionsDefinition:
 daily_partitions = daily_partitions_definition()
 
 
+def window_days(window: dg.TimeWindow) -> tuple[dt.date, dt.date]:
+    """First and last day (inclusive) of a run's daily partition window."""
+    return window.start.date(), (window.end - dt.timedelta(days=1)).date()
+
+
 def partition_range_tags(first: dt.date, last: dt.date) -> dict[str, str]:
     """Run tags that make one run materialise every day from ``first`` to ``last`` inclusive,
     as a single-run backfill does."""

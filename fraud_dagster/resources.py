@@ -1,6 +1,5 @@
 """Where raw transactions come from: the simulator or the landing folder (``FRAUD_SOURCE``)."""
 
-
 import datetime as dt
 from abc import ABC, abstractmethod
 

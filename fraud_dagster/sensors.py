@@ -1,6 +1,5 @@
 """Sensors: ``landing_sensor`` turns files dropped into the landing folder into ingest runs."""
 
-
 import datetime as dt
 import hashlib
 
@@ -25,8 +24,11 @@ def contiguous_ranges(days: list[dt.date]) -> list[tuple[dt.date, dt.date]]:
 
 
 def _partition_range() -> tuple[dt.date, dt.date | None]:
+    """First and last existing daily partition (None before the first day has ended)."""
+    first_key = daily_partitions.get_first_partition_key()
     last_key = daily_partitions.get_last_partition_key()
-    return settings.start_date(), dt.date.fromisoformat(last_key) if last_key else None
+    first = dt.date.fromisoformat(first_key) if first_key else settings.start_date()
+    return first, dt.date.fromisoformat(last_key) if last_key else None
 
 
 @dg.sensor(

@@ -51,7 +51,7 @@ def test_the_ui_shows_the_pandera_schemas():
 def test_jobs_never_mix_partitionings():
     graph = defs.resolve_asset_graph()
     for job in defs.resolve_all_job_defs():
-        keys = job.asset_layer.executable_asset_keys if hasattr(job, "asset_layer") else set()
+        keys = job.asset_layer.executable_asset_keys
         partitionings = {graph.get(k).partitions_def for k in keys}
         assert len(partitionings) <= 1, job.name
 

@@ -11,10 +11,11 @@ from fraud_dagster.core.features import (
     batch_features,
     daily_aggregates,
     features_for_day,
-    state_as_of,
+    states_for_days,
 )
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
 from fraud_dagster_tests.conftest import read_partition, run_ingest
+from fraud_dagster_tests.reference_state import state_as_of
 
 D = dt.date(2025, 3, 10)
 SPEC = FeatureSpec(label_delay=7)
@@ -130,12 +131,19 @@ def test_the_stored_state_gives_the_batch_features(history):
     online = features_for_day(day_d, state)
     batch = features.filter(pl.col("tx_datetime").dt.date() == D)
     assert_frame_equal(online.sort("transaction_id"), batch.sort("transaction_id"))
-    assert_frame_equal(
-        state.drop("state_date").sort("entity", "customer_id", "terminal_id"),
-        state_as_of(daily_aggregates(history), D - dt.timedelta(days=1), SPEC)
-        .drop("state_date")
-        .sort("entity", "customer_id", "terminal_id"),
-    )
+
+
+def test_vectorised_states_equal_the_day_by_day_reference(history):
+    first = history["tx_datetime"].min().date()
+    days = [first, first + dt.timedelta(days=SPEC.label_delay), D - dt.timedelta(days=1), D + dt.timedelta(days=5)]
+    daily = daily_aggregates(history)
+    states = states_for_days(daily, days[0], days[-1], SPEC)
+    order = ["entity", "customer_id", "terminal_id"]
+    for day in days:
+        expected = state_as_of(daily, day, SPEC).sort(order)
+        got = states.filter(pl.col("state_date") == day).select(expected.columns).sort(order)
+        assert got.height > 0
+        assert_frame_equal(got, expected, check_dtypes=False)
 
 
 def test_features_asset_reads_the_history_window(simulator_defs, instance, assets_dir):

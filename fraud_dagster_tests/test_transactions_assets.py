@@ -116,7 +116,42 @@ def test_a_failed_blocking_check_stops_downstream_assets(assets_dir, landing_dir
 
 def test_quarantine_threshold_is_configurable(landing_defs, instance, landing_dir):
     _land(landing_dir, FIRST, _corrupt(handbook_frame(FIRST, 100), 20))
-    config = {"ops": {"validated_transactions": {"config": {"max_quarantine_rate": 0.25}}}}
+    check_op = "validated_transactions_quarantine_rate_below_threshold"
+    config = {"ops": {check_op: {"config": {"max_quarantine_rate": 0.25}}}}
     result = run_ingest(landing_defs, instance, FIRST, FIRST, run_config=config)
     assert result.success
     assert all(e.passed for e in result.get_asset_check_evaluations())
+
+
+def test_the_checks_judge_the_stored_files(simulator_defs, instance, assets_dir):
+    """A stored day that was tampered with after validation fails the checks that read it back."""
+    assert run_ingest(simulator_defs, instance, FIRST, LAST).success
+    path = assets_dir / "validated_transactions" / f"{LAST}.parquet"
+    good = pl.read_parquet(path)
+    tampered = pl.concat(
+        [
+            good,
+            good.head(3),  # repeated ids
+            good.head(2).with_columns(  # a later day's rows and a negative amount
+                transaction_id=pl.col("transaction_id") + 500_000,
+                tx_datetime=pl.col("tx_datetime") + dt.timedelta(days=3),
+                tx_amount=pl.lit(-1.0),
+            ),
+        ]
+    )
+    tampered.write_parquet(path)
+    checks_only = dg.define_asset_job(
+        "checks_only", selection=dg.AssetSelection.checks_for_assets("validated_transactions")
+    )
+    defs = dg.Definitions.merge(simulator_defs, dg.Definitions(jobs=[checks_only]))
+    result = defs.resolve_job_def("checks_only").execute_in_process(
+        instance=instance, tags=partition_range_tags(LAST, LAST), raise_on_error=False
+    )
+    verdicts = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert {name for name, e in verdicts.items() if not e.passed} == {
+        "schema_valid",
+        "transaction_ids_unique",
+        "timestamps_inside_day",
+    }
+    assert verdicts["transaction_ids_unique"].metadata["repeated_ids"].value == 3
+    assert verdicts["timestamps_inside_day"].metadata["rows_outside_their_day"].value == 2

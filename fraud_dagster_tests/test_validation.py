@@ -5,7 +5,7 @@ import pytest
 
 from fraud_dagster.core.schema import QuarantinedTransaction, RawTransaction, ValidatedTransaction
 from fraud_dagster.core.simulator import Simulator
-from fraud_dagster.core.validation import DUPLICATE_ID, split_transactions
+from fraud_dagster.core.validation import DUPLICATE_ID, quarantine_rate_by_day, split_transactions
 
 DAY = dt.date(2025, 1, 15)
 
@@ -106,3 +106,15 @@ def test_unlabelled_rows_are_valid():
     split = split_transactions(raw)
     assert split.quarantined.height == 0
     ValidatedTransaction.validate(split.validated)
+
+
+def test_quarantine_rate_counts_days_that_lost_every_row():
+    day2 = DAY + dt.timedelta(days=1)
+    raw = pl.concat([raw_day(8), raw_day(4).with_columns(partition_date=pl.lit(day2))])
+    raw = with_value(raw, 0, "tx_amount", -1.0)  # day 1: 1 of 8 quarantined
+    split = split_transactions(raw)  # day 2: all 4 outside their day
+    rates = quarantine_rate_by_day(split.validated, split.quarantined)
+    assert rates.select("partition_date", "validated", "quarantined", "quarantine_rate").rows() == [
+        (DAY, 7, 1, 1 / 8),
+        (day2, 0, 4, 1.0),
+    ]

@@ -6,11 +6,14 @@ import dagster as dg
 import polars as pl
 
 from fraud_dagster import settings
-
-from fraud_dagster.assets.transactions import partition_days
-from fraud_dagster.core.features import DEFAULT_LABEL_DELAY, FeatureSpec, batch_features
+from fraud_dagster.core.features import (
+    DEFAULT_LABEL_DELAY,
+    FEATURE_COLUMNS,
+    FeatureSpec,
+    batch_features,
+)
 from fraud_dagster.core.schema import POLARS_DTYPES as VALIDATED_DTYPES
-from fraud_dagster.partitions import daily_partitions
+from fraud_dagster.partitions import daily_partitions, window_days
 
 HISTORY_DAYS = FeatureSpec(label_delay=DEFAULT_LABEL_DELAY).history_days()
 
@@ -53,14 +56,12 @@ def transaction_features(
 
     Reads the validated days in the run plus the history window before them, not all history.
     """
-    first, last = partition_days(context)
+    first, last = window_days(context.partition_time_window)
     spec = FeatureSpec(label_delay=config.label_delay_days)
     if spec.history_days() > HISTORY_DAYS:
-        raise dg.DagsterInvalidConfigError(
+        raise dg.Failure(
             f"label_delay_days={config.label_delay_days} needs {spec.history_days()} days of"
-            f" history; this asset reads {HISTORY_DAYS}",
-            [],
-            config,
+            f" history; this asset reads {HISTORY_DAYS}"
         )
     if validated_transactions.width == 0:
         validated_transactions = pl.DataFrame(schema=VALIDATED_DTYPES)
@@ -73,7 +74,7 @@ def transaction_features(
         metadata={
             "history_rows_read": validated_transactions.height,
             "history_days_without_rows": (last - window_first).days + 1 - days_present,
-            "features": features.width - 4,
+            "features": len(FEATURE_COLUMNS),
         },
     )
     yield dg.Output(state, output_name="feature_state")

@@ -4,8 +4,8 @@ A transaction on day D is described by its own fields and by aggregates of histo
 day D-1 (labels only for days at least ``label_delay`` old). Those aggregates are the *feature
 state as of D-1*: one row per customer and one per terminal seen lately.
 ``features_for_day(transactions, state)`` is the one function that turns raw transactions and a state
-into features; the batch path builds each day's state from history, the online path loads the state
-that the batch path stored. Nothing here knows about Dagster.
+into features; the batch path builds every day's state from history (``states_for_days``), the online
+path loads the state that the batch path stored. Nothing here knows about Dagster.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ FEATURE_COLUMNS = (
     *(f"terminal_risk_{w}d_delayed" for w in TERMINAL_WINDOWS),
 )
 KEY_COLUMNS = ("transaction_id", "tx_datetime", "customer_id", "terminal_id")
+_DAILY_SUMS = ("n", "amount", "amount_sq", "frauds")
 
 
 def daily_aggregates(transactions: pl.DataFrame) -> pl.DataFrame:
@@ -54,84 +55,39 @@ def daily_aggregates(transactions: pl.DataFrame) -> pl.DataFrame:
     """
     return (
         transactions.lazy()
-        .group_by(
-            "customer_id", "terminal_id", pl.col("tx_datetime").dt.date().alias("day")
-        )
+        .group_by("customer_id", "terminal_id", pl.col("tx_datetime").dt.date().alias("day"))
         .agg(
             pl.len().cast(pl.Int64).alias("n"),
             pl.col("tx_amount").sum().alias("amount"),
             (pl.col("tx_amount") ** 2).sum().alias("amount_sq"),
             pl.col("tx_fraud").fill_null(0).cast(pl.Int64).sum().alias("frauds"),
-            pl.col("tx_fraud").is_not_null().cast(pl.Int64).sum().alias("labelled"),
         )
         .collect()
     )
 
 
-def _days_between(first: dt.date, last: dt.date) -> pl.Expr:
-    return pl.col("day").is_between(first, last)
-
-
-def state_as_of(daily: pl.DataFrame, as_of: dt.date, spec: FeatureSpec = FeatureSpec()) -> pl.DataFrame:
-    """The feature state at the end of ``as_of``: what features for ``as_of + 1`` may use.
-
-    One frame, ``entity`` saying what a row describes: ``customer`` rows (keyed by customer_id, the
-    ``c_*`` sums) and ``terminal`` rows (keyed by terminal_id, the ``t_*`` sums).
-    """
-    one = dt.timedelta(days=1)
-    customer_aggs = []
-    for w in CUSTOMER_WINDOWS:
-        inside = _days_between(as_of - (w - 1) * one, as_of)
-        customer_aggs += [
-            pl.col("n").filter(inside).sum().alias(f"c_n_{w}d"),
-            pl.col("amount").filter(inside).sum().alias(f"c_amount_{w}d"),
-            pl.col("amount_sq").filter(inside).sum().alias(f"c_amount_sq_{w}d"),
-        ]
-    # A transaction of day X has its label from the end of day X + label_delay on.
-    known_last = as_of - spec.label_delay * one
-    customer_aggs.append(
-        pl.col("frauds").filter(_days_between(known_last - (KNOWN_FRAUD_WINDOW - 1) * one, known_last))
-        .sum()
-        .alias("c_frauds_known_30d")
-    )
-    recent = daily.filter(_days_between(as_of - (spec.history_days() - 1) * one, as_of))
-    customers = recent.group_by("customer_id").agg(customer_aggs)
-
-    terminal_aggs = []
-    for w in TERMINAL_WINDOWS:
-        inside = _days_between(known_last - (w - 1) * one, known_last)
-        terminal_aggs += [
-            pl.col("n").filter(inside).sum().alias(f"t_n_{w}d"),
-            pl.col("frauds").filter(inside).sum().alias(f"t_frauds_{w}d"),
-        ]
-    terminals = recent.group_by("terminal_id").agg(terminal_aggs)
-    return pl.concat(
-        [
-            customers.with_columns(entity=pl.lit("customer")),
-            terminals.with_columns(entity=pl.lit("terminal")),
-        ],
-        how="diagonal_relaxed",
-    ).with_columns(state_date=pl.lit(as_of))
-
-
 def states_for_days(
     daily: pl.DataFrame, first: dt.date, last: dt.date, spec: FeatureSpec = FeatureSpec()
 ) -> pl.DataFrame:
-    """``state_as_of`` for every day ``first``..``last``, computed at once.
+    """The feature state at the end of each day ``first``..``last``.
 
-    Each entity's daily sums are laid on a dense day grid, so every window is a rolling sum over a
-    fixed number of rows; a backfill of months costs about as much as a few single days.
+    The state at the end of day X is what features for day X+1 may use: one ``customer`` row per
+    customer active in the last ``history_days`` (the ``c_*`` window sums, known frauds counted only
+    for days at least ``label_delay`` old) and one ``terminal`` row per active terminal (the ``t_*``
+    sums over windows ending ``label_delay`` days before X). Each entity's daily sums are laid on a
+    dense day grid, so every window is a rolling sum over a fixed number of rows and a backfill of
+    months costs about as much as a few single days.
     """
     history = spec.history_days()
     grid_days = pl.date_range(first - dt.timedelta(days=history), last, "1d", eager=True).alias("day")
     known_shift = spec.label_delay
 
-    def rolled(key: str, sums: dict[str, str], windows: dict[str, tuple[str, int, int]]):
-        per_day = daily.group_by(key, "day").agg(pl.col(c).sum() for c in sums.values())
+    def rolled(key: str, windows: dict[str, tuple[str, int, int]]) -> pl.DataFrame:
+        per_day = daily.group_by(key, "day").agg(pl.col(c).sum() for c in _DAILY_SUMS)
         grid = (
             per_day.select(key).unique().join(grid_days.to_frame(), how="cross")
             .join(per_day, on=[key, "day"], how="left")
-            .with_columns(pl.col(c).fill_null(0) for c in sums.values())
+            .with_columns(pl.col(c).fill_null(0) for c in _DAILY_SUMS)
             .sort(key, "day")
         )
         exprs = [
@@ -159,9 +115,8 @@ def states_for_days(
             f"t_n_{w}d": ("n", w, known_shift),
             f"t_frauds_{w}d": ("frauds", w, known_shift),
         }
-    sums = {c: c for c in ("n", "amount", "amount_sq", "frauds")}
-    customers = rolled("customer_id", sums, customer_windows)
-    terminals = rolled("terminal_id", sums, terminal_windows)
+    customers = rolled("customer_id", customer_windows)
+    terminals = rolled("terminal_id", terminal_windows)
     return pl.concat(
         [
             customers.with_columns(entity=pl.lit("customer")),
@@ -201,8 +156,8 @@ def features_for_day(transactions: pl.DataFrame, state: pl.DataFrame) -> pl.Data
     )
     exprs = [
         (seconds / 3600).alias("tx_hour"),
-        (pl.col("tx_datetime").dt.weekday() >= 6).cast(pl.Int8).alias("tx_is_weekend"),
-        (pl.col("tx_datetime").dt.hour() < 6).cast(pl.Int8).alias("tx_is_night"),
+        (pl.col("tx_datetime").dt.weekday() >= 6).cast(pl.Float64).alias("tx_is_weekend"),
+        (pl.col("tx_datetime").dt.hour() < 6).cast(pl.Float64).alias("tx_is_night"),
     ]
     for w in CUSTOMER_WINDOWS:
         n, total, sq = pl.col(f"c_n_{w}d"), pl.col(f"c_amount_{w}d"), pl.col(f"c_amount_sq_{w}d")
@@ -217,9 +172,7 @@ def features_for_day(transactions: pl.DataFrame, state: pl.DataFrame) -> pl.Data
             n.cast(pl.Float64).alias(f"terminal_nb_tx_{w}d_delayed"),
             pl.when(n > 0).then(frauds / n).otherwise(0.0).alias(f"terminal_risk_{w}d_delayed"),
         ]
-    exprs += [
-        pl.col("c_frauds_known_30d").cast(pl.Float64).alias("customer_frauds_known_30d"),
-    ]
+    exprs.append(pl.col("c_frauds_known_30d").cast(pl.Float64).alias("customer_frauds_known_30d"))
     frame = frame.with_columns(exprs)
     mean30, std30 = pl.col("customer_mean_amount_30d"), pl.col("customer_std_amount_30d")
     frame = frame.with_columns(
@@ -227,9 +180,6 @@ def features_for_day(transactions: pl.DataFrame, state: pl.DataFrame) -> pl.Data
         .alias("amount_to_customer_mean_30d"),
         pl.when(std30 > 0).then((pl.col("tx_amount") - mean30) / std30).otherwise(0.0)
         .alias("amount_zscore_30d"),
-        pl.col("tx_is_weekend").cast(pl.Float64),
-        pl.col("tx_is_night").cast(pl.Float64),
-        pl.col("tx_amount").cast(pl.Float64),
     )
     return frame.select(*KEY_COLUMNS, *FEATURE_COLUMNS)
 

@@ -72,13 +72,18 @@ def split_transactions(raw: pl.DataFrame) -> Split:
     )
 
 
-def quarantine_rate_by_day(raw: pl.DataFrame, quarantined: pl.DataFrame) -> pl.DataFrame:
-    """Rows, quarantined rows and their share for each partition day."""
-    totals = raw.group_by("partition_date").agg(pl.len().alias("rows"))
+def quarantine_rate_by_day(validated: pl.DataFrame, quarantined: pl.DataFrame) -> pl.DataFrame:
+    """Raw rows (validated + quarantined), quarantined rows and their share for each day."""
+    good = validated.group_by(pl.col("tx_datetime").dt.date().alias("partition_date")).agg(
+        pl.len().alias("validated")
+    )
     bad = quarantined.group_by("partition_date").agg(pl.len().alias("quarantined"))
     return (
-        totals.join(bad, on="partition_date", how="left")
-        .with_columns(pl.col("quarantined").fill_null(0).cast(pl.UInt32))
-        .with_columns((pl.col("quarantined") / pl.col("rows")).alias("quarantine_rate"))
+        good.join(bad, on="partition_date", how="full", coalesce=True)
+        .with_columns(pl.col("validated", "quarantined").fill_null(0))
+        .with_columns(
+            (pl.col("quarantined") / (pl.col("validated") + pl.col("quarantined")))
+            .alias("quarantine_rate")
+        )
         .sort("partition_date")
     )
