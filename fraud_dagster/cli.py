@@ -1,10 +1,11 @@
 """``fraud-dagster``: run the pipeline end to end from a shell, recorded in the Dagster instance.
 
-    fraud-dagster run --start 2025-01-01 --end 2025-03-31
+    fraud-dagster run --start 2025-01-01 --end 2025-06-30
 
-materialises every daily asset for the days as one run (what a single-run backfill in the UI does)
-into the instance at ``DAGSTER_HOME`` (default: the current folder, whose ``dagster.yaml`` keeps
-everything under ``data/``), so ``dagster dev`` shows the run and its materialisations afterwards.
+materialises every daily asset for the days as one run of ``ingest_job`` (what a single-run backfill
+in the UI does), then trains, evaluates and (if it wins) promotes a model with one run of
+``retrain_job``, into the instance at ``DAGSTER_HOME`` (default: the current folder, whose
+``dagster.yaml`` keeps everything under ``data/``). ``dagster dev`` shows the runs afterwards.
 """
 
 import argparse
@@ -15,43 +16,75 @@ from pathlib import Path
 
 from fraud_dagster import settings
 
+INFO_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fraud-dagster", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="materialise the daily assets for a range of days")
+    run = commands.add_parser("run", help="ingest a range of days, then train and evaluate")
     run.add_argument("--start", type=dt.date.fromisoformat, default=None,
                      help="first day (default: FRAUD_START_DATE)")
     run.add_argument("--end", type=dt.date.fromisoformat, required=True, help="last day, inclusive")
+    run.add_argument("--no-train", dest="train", action="store_false",
+                     help="only ingest (raw, validated, features)")
+    run.add_argument("--training-end", default=None,
+                     help="last training day (default: the latest that leaves the label delay and"
+                     " a full test window before --end)")
     return parser
 
 
-def run_pipeline(start: dt.date, end: dt.date) -> bool:
+def _instance():
     import dagster as dg
-
-    from fraud_dagster.definitions import defs
-    from fraud_dagster.partitions import partition_range_tags
 
     if not os.environ.get("DAGSTER_HOME"):
         if not Path("dagster.yaml").exists():
             sys.exit("Set DAGSTER_HOME, or run from the project folder (which has dagster.yaml).")
         os.environ["DAGSTER_HOME"] = str(Path.cwd())
-    tags = {**partition_range_tags(start, end), "fraud/trigger": "cli"}
-    with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("ingest_job").execute_in_process(
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    return dg.DagsterInstance.get()
+
+
+def run_pipeline(start: dt.date, end: dt.date, train: bool, training_end: str | None) -> bool:
+    from fraud_dagster.definitions import defs
+    from fraud_dagster.partitions import partition_range_tags
+
+    with _instance() as instance:
+        ingest = defs.resolve_job_def("ingest_job").execute_in_process(
             instance=instance,
-            tags=tags,
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            tags={**partition_range_tags(start, end), "fraud/trigger": "cli"},
+            run_config=INFO_LOGS,
             raise_on_error=False,
         )
-    print(f"ingest_job {start}..{end}: {'succeeded' if result.success else 'FAILED'} (run {result.run_id})")
-    return result.success
+        print(f"ingest_job {start}..{end}: {'succeeded' if ingest.success else 'FAILED'}"
+              f" (run {ingest.run_id})")
+        if not ingest.success or not train:
+            return ingest.success
+        config = {"training_end": training_end} if training_end else {}
+        retrain = defs.resolve_job_def("retrain_job").execute_in_process(
+            instance=instance,
+            tags={"fraud/trigger": "cli"},
+            run_config={**INFO_LOGS, "ops": {"fraud_model": {"config": config}}},
+            raise_on_error=False,
+        )
+        print(f"retrain_job: {'succeeded' if retrain.success else 'FAILED'} (run {retrain.run_id})")
+        for materialization in retrain.asset_materializations_for_node("model_evaluation"):
+            metadata = {k: v.value for k, v in materialization.metadata.items()}
+            print(f"model_evaluation on {metadata['test_window']}:"
+                  f" average precision {metadata['average_precision']:.3f},"
+                  f" card precision@100 {metadata['card_precision_at_100']:.3f},"
+                  f" ROC AUC {metadata['roc_auc']:.3f};"
+                  f" {'promoted' if metadata['promoted'] else 'not promoted'}: {metadata['reason']}")
+        # A challenger that loses fails the blocking check (and so the run) on purpose: that is
+        # the champion rule working, not the command failing.
+        return retrain.success or bool(retrain.asset_materializations_for_node("model_evaluation"))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
-        return 0 if run_pipeline(args.start or settings.start_date(), args.end) else 1
+        ok = run_pipeline(args.start or settings.start_date(), args.end, args.train, args.training_end)
+        return 0 if ok else 1
     return 2
 
 

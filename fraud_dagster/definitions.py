@@ -1,13 +1,20 @@
 """The whole system in one place: assets, checks, jobs, sensors and resources."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from fraud_dagster import settings
-from fraud_dagster.assets import features, transactions
+from fraud_dagster.assets import features, model, transactions
 from fraud_dagster.checks import validation_checks
-from fraud_dagster.io_managers import PolarsParquetIOManager
-from fraud_dagster.jobs import ingest_job
-from fraud_dagster.resources import LandingSource, SimulatorSource
+from fraud_dagster.io_managers import DailyTables, PickleIOManager, PolarsParquetIOManager
+from fraud_dagster.jobs import ingest_job, retrain_job
+from fraud_dagster.resources import (
+    LandingSource,
+    SimulatorSource,
+    TransactionSource,
+    mlflow_tracking,
+)
 from fraud_dagster.sensors import landing_sensor
 
 
@@ -15,22 +22,41 @@ def transaction_source():
     """``FRAUD_SOURCE`` picks where raw transactions come from."""
     if settings.source() == "landing":
         return LandingSource(landing_dir=str(settings.landing_dir()))
+    if settings.simulator() == "handbook":
+        return SimulatorSource.handbook()
     return SimulatorSource(drift_start=settings.drift_start().isoformat())
+
+
+def local_resources(
+    data_dir: Path, source: TransactionSource, mlflow_tracking_uri: str | None = None
+) -> dict:
+    """Everything under one data root: parquet per asset and day, the trained model, MLflow's
+    tracking and registry (SQLite) and artifacts."""
+    assets = str(data_dir / "assets")
+    mlflow_dir = data_dir / "mlflow"
+    return {
+        "io_manager": PolarsParquetIOManager(base_path=assets),
+        "daily_tables": DailyTables(base_path=assets),
+        "model_io_manager": PickleIOManager(base_path=str(data_dir / "models")),
+        "transaction_source": source,
+        "mlflow": mlflow_tracking.configured({
+            "experiment_name": "fraud_dagster",
+            "mlflow_tracking_uri": mlflow_tracking_uri or f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+            "artifact_location": str(mlflow_dir / "artifacts"),
+        }),
+    }
 
 
 def default_resources() -> dict:
     """The embedded local defaults; the environment variables in README override them."""
-    return {
-        "io_manager": PolarsParquetIOManager(base_path=str(settings.data_dir() / "assets")),
-        "transaction_source": transaction_source(),
-    }
+    return local_resources(settings.data_dir(), transaction_source(), settings.mlflow_tracking_uri())
 
 
 def make_definitions(resources: dict) -> dg.Definitions:
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([transactions, features]),
+        assets=dg.load_assets_from_modules([transactions, features, model]),
         asset_checks=validation_checks,
-        jobs=[ingest_job],
+        jobs=[ingest_job, retrain_job],
         sensors=[landing_sensor],
         resources=resources,
         # Steps here are short and polars already uses every core: a process per step would only

@@ -7,23 +7,31 @@ never leaves a half-written file and a failed run leaves the previous good file 
 """
 
 import datetime as dt
+import pickle
 import uuid
+from collections.abc import Callable
+from typing import BinaryIO
 
 import dagster as dg
 import polars as pl
 from upath import UPath
 
 
-def write_parquet_atomically(frame: pl.DataFrame, path: UPath) -> None:
+def write_atomically(path: UPath, write: Callable[[BinaryIO], None]) -> None:
+    """``write`` fills a temporary file next to ``path``, which is then renamed over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with tmp.open("wb") as handle:
-            frame.write_parquet(handle)
+            write(handle)
         tmp.rename(path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_parquet_atomically(frame: pl.DataFrame, path: UPath) -> None:
+    write_atomically(path, frame.write_parquet)
 
 
 def read_parquet(path: UPath) -> pl.DataFrame:
@@ -93,3 +101,48 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
             paths = [p for p in paths if p.exists()]
         frames = [read_parquet(path) for path in paths]
         return pl.concat(frames, how="vertical") if frames else pl.DataFrame()
+
+
+class DailyTables(dg.ConfigurableResource):
+    """Reads stored days of daily assets from the same layout ``PolarsParquetIOManager`` writes.
+
+    For assets whose config, not a partition mapping, names the days they read: the unpartitioned
+    model reads its training and test windows this way instead of loading every partition.
+    """
+
+    base_path: str
+
+    def read_days(self, asset_key: dg.AssetKey, days: list[dt.date]) -> pl.DataFrame:
+        folder = UPath(self.base_path).joinpath(*asset_key.path)
+        paths = [folder / f"{day.isoformat()}.parquet" for day in days]
+        missing = [path.stem for path in paths if not path.exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} of the days {days[0]}..{days[-1]} of"
+                f" {asset_key.to_user_string()} are not materialised (e.g. {missing[:5]}):"
+                " materialise them first"
+            )
+        return pl.concat([read_parquet(path) for path in paths])
+
+
+class PickleIOManager(dg.ConfigurableIOManager):
+    """Python objects (a trained model) as ``<base_path>/<asset key>.pickle``, written atomically."""
+
+    base_path: str
+
+    def _path(self, context: dg.InputContext | dg.OutputContext) -> UPath:
+        return UPath(self.base_path).joinpath(*context.asset_key.path).with_suffix(".pickle")
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        path = self._path(context)
+        write_atomically(path, lambda handle: pickle.dump(obj, handle, pickle.HIGHEST_PROTOCOL))
+        context.add_output_metadata({"path": str(path)})
+
+    def load_input(self, context: dg.InputContext):
+        path = self._path(context)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} does not exist: materialise {context.asset_key.to_user_string()} first"
+            )
+        with path.open("rb") as handle:
+            return pickle.load(handle)

@@ -1,11 +1,20 @@
-"""Jobs. Each selects assets of one partitioning only (daily here; the unpartitioned retrain job
-comes with the model)."""
+"""Jobs. Each selects assets of one partitioning only: daily (ingest) or unpartitioned (retrain)."""
 
 import dagster as dg
+from dagster_mlflow import end_mlflow_on_run_finished
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.groups("transactions", "features"),
     description="Raw, validated and quarantined transactions and their features for the selected"
     " days, in one run.",
+)
+
+retrain_job = dg.define_asset_job(
+    "retrain_job",
+    selection=dg.AssetSelection.groups("model"),
+    description="Train fraud_model on its window of days, evaluate it against the champion and"
+    " promote it when it wins.",
+    # Marks the MLflow run FAILED when a step fails (the resource ends it either way).
+    hooks={end_mlflow_on_run_finished},
 )

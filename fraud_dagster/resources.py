@@ -1,14 +1,18 @@
-"""Where raw transactions come from: the simulator or the landing folder (``FRAUD_SOURCE``)."""
+"""Resources: where raw transactions come from (``FRAUD_SOURCE``) and the MLflow run of a Dagster run."""
 
 import datetime as dt
 from abc import ABC, abstractmethod
 
 import dagster as dg
+import mlflow
 import polars as pl
+from dagster_mlflow.resources import CONFIG_SCHEMA as MLFLOW_CONFIG_SCHEMA
+from dagster_mlflow.resources import MlFlow
 
 from fraud_dagster.core.landing import LandingFolder, read_landing_file
 from fraud_dagster.core.schema import RAW_DTYPES
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
+from fraud_dagster.registry import ensure_experiment
 
 
 def _days(first: dt.date, last: dt.date) -> list[dt.date]:
@@ -32,6 +36,12 @@ class SimulatorSource(TransactionSource):
     drift_amount_factor: float = SimulatorConfig.drift_amount_factor
     drift_fraud_factor: float = SimulatorConfig.drift_fraud_factor
     stolen_cards_per_day: float = SimulatorConfig.n_stolen_cards
+
+    @classmethod
+    def handbook(cls) -> "SimulatorSource":
+        """The Fraud Detection Handbook's setting (``SimulatorConfig.handbook``)."""
+        config = SimulatorConfig.handbook()
+        return cls(seed=config.seed, drift_start=None, stolen_cards_per_day=config.n_stolen_cards)
 
     def simulator_config(self) -> SimulatorConfig:
         return SimulatorConfig(
@@ -74,3 +84,27 @@ class LandingSource(TransactionSource):
                     ).select(list(RAW_DTYPES))
                 )
         return pl.concat(frames)
+
+
+@dg.resource(
+    config_schema={
+        **MLFLOW_CONFIG_SCHEMA,
+        "artifact_location": dg.Field(
+            dg.Noneable(str), default_value=None,
+            description="Where a new experiment keeps its artifacts (MLflow's default is ./mlruns).",
+        ),
+    },
+    description="dagster-mlflow's MLflow run for this Dagster run (tagged with its run id),"
+    " ended when the run's steps are done, whether or not the job has the end-run hook.",
+)
+def mlflow_tracking(context):
+    config = context.resource_config
+    ensure_experiment(config["mlflow_tracking_uri"] or mlflow.get_tracking_uri(),
+                      config["experiment_name"], config["artifact_location"])
+    tracking = MlFlow(context)
+    try:
+        yield tracking
+    finally:
+        # A later step (another process, with the multiprocess executor) finds the run again by
+        # its dagster_run_id tag and reopens it.
+        mlflow.end_run()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 DEFAULT_START_DATE = "2025-01-01"
 SOURCES = ("simulator", "landing")
+SIMULATORS = ("fraud_dagster", "handbook")
 
 
 def data_dir() -> Path:
@@ -36,6 +37,15 @@ def source() -> str:
     return value
 
 
+def simulator() -> str:
+    """``FRAUD_SIMULATOR``: ``fraud_dagster`` (default: four fraud scenarios and a drift) or
+    ``handbook`` (the Fraud Detection Handbook's three scenarios, no drift)."""
+    value = os.environ.get("FRAUD_SIMULATOR", "fraud_dagster")
+    if value not in SIMULATORS:
+        raise ValueError(f"FRAUD_SIMULATOR must be one of {', '.join(SIMULATORS)}, not {value!r}")
+    return value
+
+
 def landing_dir() -> Path:
     value = os.environ.get("FRAUD_LANDING_DIR")
     return Path(value).resolve() if value else data_dir() / "landing"
@@ -45,3 +55,10 @@ def drift_start() -> dt.date:
     """The simulator's drift begins here: ``FRAUD_DRIFT_START``, else 120 days after the start."""
     value = os.environ.get("FRAUD_DRIFT_START")
     return dt.date.fromisoformat(value) if value else start_date() + dt.timedelta(days=120)
+
+
+
+def mlflow_tracking_uri() -> str | None:
+    """MLflow's own ``MLFLOW_TRACKING_URI``, when set, moves tracking and registry off the local
+    SQLite file under the data root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or None

@@ -5,8 +5,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from fraud_dagster.definitions import make_definitions
-from fraud_dagster.io_managers import PolarsParquetIOManager
+from fraud_dagster.definitions import local_resources, make_definitions
 from fraud_dagster.partitions import partition_range_tags
 from fraud_dagster.resources import LandingSource, SimulatorSource
 
@@ -23,8 +22,13 @@ def instance(tmp_path):
 
 
 @pytest.fixture
-def assets_dir(tmp_path) -> Path:
-    return tmp_path / "assets"
+def data_dir(tmp_path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def assets_dir(data_dir) -> Path:
+    return data_dir / "assets"
 
 
 @pytest.fixture
@@ -35,23 +39,13 @@ def landing_dir(tmp_path) -> Path:
 
 
 @pytest.fixture
-def simulator_defs(assets_dir) -> dg.Definitions:
-    return make_definitions(
-        {
-            "io_manager": PolarsParquetIOManager(base_path=str(assets_dir)),
-            "transaction_source": SimulatorSource(**SMALL_SIMULATOR),
-        }
-    )
+def simulator_defs(data_dir) -> dg.Definitions:
+    return make_definitions(local_resources(data_dir, SimulatorSource(**SMALL_SIMULATOR)))
 
 
 @pytest.fixture
-def landing_defs(assets_dir, landing_dir) -> dg.Definitions:
-    return make_definitions(
-        {
-            "io_manager": PolarsParquetIOManager(base_path=str(assets_dir)),
-            "transaction_source": LandingSource(landing_dir=str(landing_dir)),
-        }
-    )
+def landing_defs(data_dir, landing_dir) -> dg.Definitions:
+    return make_definitions(local_resources(data_dir, LandingSource(landing_dir=str(landing_dir))))
 
 
 def run_ingest(defs, instance, first: dt.date, last: dt.date, run_config=None, tags=None):

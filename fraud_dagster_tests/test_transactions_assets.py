@@ -7,7 +7,7 @@ import polars as pl
 
 from fraud_dagster.assets.transactions import validated_transactions
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
-from fraud_dagster.definitions import make_definitions
+from fraud_dagster.definitions import local_resources, make_definitions
 from fraud_dagster.io_managers import PolarsParquetIOManager
 from fraud_dagster.partitions import partition_range_tags
 from fraud_dagster.resources import LandingSource
@@ -83,15 +83,10 @@ def downstream_of_validated(validated_transactions: pl.DataFrame) -> None:
     """Stands in for the features asset: it must not run when a blocking check fails."""
 
 
-def test_a_failed_blocking_check_stops_downstream_assets(assets_dir, landing_dir, instance):
+def test_a_failed_blocking_check_stops_downstream_assets(data_dir, landing_dir, instance):
     _land(landing_dir, FIRST, _corrupt(handbook_frame(FIRST, 100), 20))
     defs = dg.Definitions.merge(
-        make_definitions(
-            {
-                "io_manager": PolarsParquetIOManager(base_path=str(assets_dir)),
-                "transaction_source": LandingSource(landing_dir=str(landing_dir)),
-            }
-        ),
+        make_definitions(local_resources(data_dir, LandingSource(landing_dir=str(landing_dir)))),
         dg.Definitions(
             assets=[downstream_of_validated],
             jobs=[

@@ -1,0 +1,236 @@
+"""The model: trained on a window of daily features, evaluated on held-out days against the champion.
+
+Both assets are unpartitioned and read exactly the days their config names from the daily assets'
+storage (not every partition), through the same IO manager that wrote them.
+"""
+
+
+import base64
+import datetime as dt
+from typing import Literal
+
+import dagster as dg
+import polars as pl
+from dagster_mlflow.resources import MlFlow
+
+from fraud_dagster import registry
+from fraud_dagster.core import plots
+from fraud_dagster.core.metrics import ThresholdObjective, evaluation_metrics, per_day_table
+from fraud_dagster.core.reporting import markdown_table
+from fraud_dagster.core.training import (
+    BALANCING,
+    MODELS,
+    CandidateSettings,
+    TrainedModel,
+    TrainingPlan,
+    Window,
+    candidate_names,
+    train,
+)
+from fraud_dagster.io_managers import DailyTables
+
+FEATURES = dg.AssetKey("transaction_features")
+VALIDATED = dg.AssetKey("validated_transactions")
+_OBJECTIVE = ThresholdObjective()
+
+
+class FraudModelConfig(dg.Config):
+    training_end: str | None = None
+    """Last training day (ISO date). Default: the latest day that leaves ``delay_days`` and a full
+    test window of materialised features after it."""
+    train_days: int = 7
+    delay_days: int = 7
+    """Days between the training and the test window, for labels to arrive."""
+    test_days: int = 7
+    validation_folds: int = 4
+    models: list[str] = list(MODELS)
+    balancing: list[str] = list(BALANCING)
+    threshold_objective: Literal["cost", "recall_at_precision"] = _OBJECTIVE.kind
+    cost_missed_fraud: float = _OBJECTIVE.cost_missed_fraud
+    cost_false_alarm: float = _OBJECTIVE.cost_false_alarm
+    target_precision: float = _OBJECTIVE.target_precision
+    seed: int = 42
+
+    def objective(self) -> ThresholdObjective:
+        return ThresholdObjective(
+            kind=self.threshold_objective,
+            cost_missed_fraud=self.cost_missed_fraud,
+            cost_false_alarm=self.cost_false_alarm,
+            target_precision=self.target_precision,
+        )
+
+
+def _latest_training_end(instance: dg.DagsterInstance, config: FraudModelConfig) -> dt.date:
+    days = instance.get_materialized_partitions(FEATURES)
+    if not days:
+        raise dg.Failure("transaction_features has no materialised day yet: run ingest_job first")
+    last = dt.date.fromisoformat(max(days))
+    return last - dt.timedelta(days=config.delay_days + config.test_days)
+
+
+def labelled_features(daily_tables: DailyTables, window: Window) -> pl.DataFrame:
+    """Features of the window's days joined with their fraud labels."""
+    days = window.days()
+    features = daily_tables.read_days(FEATURES, days)
+    labels = daily_tables.read_days(VALIDATED, days).select("transaction_id", "tx_fraud")
+    return features.join(labels, on="transaction_id", how="inner")
+
+
+def _png_markdown(png: bytes, title: str) -> dg.MetadataValue:
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+@dg.asset(
+    deps=[FEATURES, VALIDATED],
+    io_manager_key="model_io_manager",
+    group_name="model",
+    kinds={"scikitlearn", "xgboost", "mlflow"},
+)
+def fraud_model(
+    context: dg.AssetExecutionContext,
+    config: FraudModelConfig,
+    daily_tables: DailyTables,
+    mlflow: dg.ResourceParam[MlFlow],
+) -> dg.Output[TrainedModel]:
+    """The best of the candidate classifiers on prequential validation folds, refitted on the
+    training window, with its decision threshold; logged to MLflow, registered as ``challenger``."""
+    end = (dt.date.fromisoformat(config.training_end) if config.training_end
+           else _latest_training_end(context.instance, config))
+    plan = TrainingPlan(end, config.train_days, config.delay_days, config.test_days,
+                        config.validation_folds)
+    labelled = labelled_features(daily_tables, plan.labelled_window())
+    trained = train(
+        labelled,
+        plan,
+        candidates=candidate_names(config.models, config.balancing),
+        objective=config.objective(),
+        settings=CandidateSettings(seed=config.seed),
+    )
+    trained.registered_version = registry.log_trained_model(
+        trained, {"dagster_run_id": context.run_id}
+    )
+    trained.mlflow_run_id = mlflow.active_run().info.run_id
+    return dg.Output(
+        trained,
+        metadata={
+            "candidate": trained.candidate,
+            "validation_average_precision": trained.validation_average_precision,
+            "threshold": trained.threshold,
+            "train_window": str(plan.train_window()),
+            "test_window": str(plan.test_window()),
+            "training_rows": trained.training_rows,
+            "training_frauds": trained.training_frauds,
+            "model_selection": dg.MetadataValue.md(markdown_table(trained.selection)),
+            "mlflow_run_id": trained.mlflow_run_id,
+            "registered_version": trained.registered_version,
+        },
+    )
+
+
+class EvaluationConfig(dg.Config):
+    min_average_precision_gain: float = 0.0
+    """The challenger becomes champion only if its test average precision beats the champion's
+    by more than this."""
+
+
+def _curve(scored: pl.DataFrame):
+    return scored["tx_fraud"].to_numpy(), scored["score"].to_numpy()
+
+
+def _scored(frame: pl.DataFrame, scores) -> pl.DataFrame:
+    return frame.select("transaction_id", "tx_datetime", "customer_id", "tx_fraud").with_columns(
+        score=pl.Series(scores, dtype=pl.Float64)
+    )
+
+
+@dg.asset(
+    deps=[FEATURES, VALIDATED],
+    group_name="model",
+    kinds={"mlflow"},
+    check_specs=[dg.AssetCheckSpec(
+        "new_model_is_champion", asset="model_evaluation", blocking=True,
+        description="The evaluated model is the champion: it beat the previous one (or there was"
+        " none). When not, the description says why and nothing downstream is re-exported.",
+    )],
+)
+def model_evaluation(
+    context: dg.AssetExecutionContext,
+    config: EvaluationConfig,
+    daily_tables: DailyTables,
+    mlflow: dg.ResourceParam[MlFlow],
+    fraud_model: TrainedModel,
+):
+    """The new model on its held-out test window next to the current champion on the same days;
+    the new model is promoted to ``champion`` when it wins by the documented rule. One row per
+    test day."""
+    client = mlflow.tracking_client
+    window = fraud_model.plan.test_window()
+    test = labelled_features(daily_tables, window)
+    if test.height == 0 or test["tx_fraud"].sum() == 0:
+        raise dg.Failure(f"the test window {window} has no labelled fraud to evaluate on")
+    challenger_version, challenger_run = fraud_model.registered_version, fraud_model.mlflow_run_id
+    scored = _scored(test, fraud_model.predict_proba(test))
+    metrics = evaluation_metrics(scored, fraud_model.threshold, fraud_model.objective)
+    curves = {f"challenger v{challenger_version}": _curve(scored)}
+    thresholds = {f"challenger v{challenger_version}": fraud_model.threshold}
+
+    champion_version = registry.alias_version(client, registry.CHAMPION)
+    champion_metrics = None
+    already_champion = champion_version == challenger_version
+    if champion_version is None:
+        promoted, reason = True, "there is no champion yet"
+    elif already_champion:
+        promoted, reason = False, f"v{challenger_version} is already the champion"
+    else:
+        champion = registry.load_version(client, champion_version)
+        champion_scored = _scored(test, champion.predict_proba(test))
+        champion_metrics = evaluation_metrics(champion_scored, champion.threshold,
+                                              fraud_model.objective)
+        curves[f"champion v{champion_version}"] = _curve(champion_scored)
+        thresholds[f"champion v{champion_version}"] = champion.threshold
+        gain = metrics["average_precision"] - champion_metrics["average_precision"]
+        promoted = gain > config.min_average_precision_gain
+        reason = (
+            f"test average precision {metrics['average_precision']:.4f} vs champion"
+            f" v{champion_version}'s {champion_metrics['average_precision']:.4f} on {window}:"
+            f" gain {gain:+.4f} {'>' if promoted else '<='} required {config.min_average_precision_gain}"
+        )
+    if promoted:
+        registry.promote(client, challenger_version)
+    context.log.info(f"v{challenger_version} {'promoted' if promoted else 'not promoted'}: {reason}")
+
+    pictures = {
+        "precision_recall_curve": plots.pr_curve_png(curves, fraud_model.objective.target_precision),
+        "roc_curve": plots.roc_curve_png(curves),
+        "threshold_cost_curve": plots.cost_curve_png(curves, thresholds, fraud_model.objective),
+    }
+    for name, png in pictures.items():
+        registry.log_png(client, challenger_run, png, f"{name}.png")
+    for name, value in metrics.items():
+        client.log_metric(challenger_run, f"test_{name}", value)
+    per_day = per_day_table(scored, fraud_model.threshold, fraud_model.objective)
+    client.log_text(challenger_run, per_day.write_csv(), "test_per_day.csv")
+    compared = {"challenger": metrics, **({"champion": champion_metrics} if champion_metrics else {})}
+    yield dg.Output(
+        per_day,
+        metadata={
+            **{name: float(value) for name, value in metrics.items()},
+            "test_window": str(window),
+            "challenger_version": challenger_version,
+            "champion_version": challenger_version if promoted else (champion_version or ""),
+            "promoted": promoted,
+            "reason": reason,
+            "comparison": dg.MetadataValue.md(markdown_table(
+                pl.DataFrame([{"model": who, **m} for who, m in compared.items()]))),
+            "per_day": dg.MetadataValue.md(markdown_table(per_day)),
+            **{name: _png_markdown(png, name) for name, png in pictures.items()},
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="new_model_is_champion",
+        passed=promoted or already_champion,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=reason,
+        metadata={"challenger_version": challenger_version,
+                  "champion_version": champion_version or ""},
+    )

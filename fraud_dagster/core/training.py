@@ -1,0 +1,273 @@
+"""Training a fraud classifier on a window of days: candidates, prequential selection, threshold.
+
+The protocol is the Fraud Detection Handbook's: a model trained on ``train_days`` days is only
+judged on days that start ``delay_days`` after its training window ends, because the labels of the
+days just before "now" are not known yet. Candidates (a classifier and a way to handle the class
+imbalance) are compared on validation folds that slide back in time from the training window, by
+average precision; the winner is refitted on the training window and its decision threshold is
+chosen on the pooled validation scores. Nothing here knows about Dagster or MLflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+from imblearn.over_sampling import SMOTE
+from imblearn.pipeline import Pipeline
+from imblearn.under_sampling import RandomUnderSampler
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from xgboost import XGBClassifier
+
+from fraud_dagster.core.features import FEATURE_COLUMNS
+from fraud_dagster.core.metrics import ThresholdObjective, average_precision, choose_threshold
+
+MODELS = ("logistic_regression", "random_forest", "xgboost")
+BALANCING = ("none", "smote", "undersample", "class_weight")
+LABEL = "tx_fraud"
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    first: dt.date
+    last: dt.date
+
+    def days(self) -> list[dt.date]:
+        return [self.first + dt.timedelta(days=i) for i in range((self.last - self.first).days + 1)]
+
+    def __str__(self) -> str:
+        return f"{self.first}..{self.last}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingPlan:
+    """Which days train, validate and test a model that is trained up to ``training_end``.
+
+    Test: train on ``training_end - train_days + 1 .. training_end``, skip ``delay_days``, test on
+    the next ``test_days``. Validation fold k (k = 0 is the most recent) is the same shape, moved back
+    so that its validation days end on ``training_end`` minus ``k * test_days``: every validation
+    label is known when the model is trained.
+    """
+
+    training_end: dt.date
+    train_days: int = 7
+    delay_days: int = 7
+    test_days: int = 7
+    folds: int = 4
+
+    def __post_init__(self):
+        for name in ("train_days", "test_days", "folds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.delay_days < 0:
+            raise ValueError(f"delay_days must be at least 0, not {self.delay_days}")
+
+    def _train_ending(self, end: dt.date) -> Window:
+        return Window(end - dt.timedelta(days=self.train_days - 1), end)
+
+    def _evaluated_after(self, end: dt.date) -> Window:
+        first = end + dt.timedelta(days=self.delay_days + 1)
+        return Window(first, first + dt.timedelta(days=self.test_days - 1))
+
+    def train_window(self) -> Window:
+        return self._train_ending(self.training_end)
+
+    def test_window(self) -> Window:
+        return self._evaluated_after(self.training_end)
+
+    def validation_folds(self) -> list[tuple[Window, Window]]:
+        folds = []
+        for k in range(self.folds):
+            end = self.training_end - dt.timedelta(days=self.delay_days + (k + 1) * self.test_days)
+            folds.append((self._train_ending(end), self._evaluated_after(end)))
+        return folds
+
+    def labelled_window(self) -> Window:
+        """Every day whose features and labels training (not testing) reads."""
+        return Window(self.validation_folds()[-1][0].first, self.training_end)
+
+
+@dataclasses.dataclass(frozen=True)
+class CandidateSettings:
+    """Hyper-parameters shared by the candidates. XGBoost's are not its defaults; see README."""
+
+    seed: int = 42
+    resampled_fraud_ratio: float = 0.1
+    """SMOTE and undersampling bring frauds to this share of the genuine transactions."""
+    forest_trees: int = 100
+    forest_max_depth: int = 20
+    xgb_trees: int = 100
+    xgb_max_depth: int = 6
+    xgb_learning_rate: float = 0.1
+    xgb_max_bin: int = 256
+    xgb_base_score: float | None = 0.5
+    """None lets XGBoost 3 estimate it from the labels."""
+    n_jobs: int = -1
+
+
+def candidate_names(models: Sequence[str] = MODELS, balancing: Sequence[str] = BALANCING) -> list[str]:
+    for name in models:
+        if name not in MODELS:
+            raise ValueError(f"unknown model {name!r}: choose from {', '.join(MODELS)}")
+    for name in balancing:
+        if name not in BALANCING:
+            raise ValueError(f"unknown balancing {name!r}: choose from {', '.join(BALANCING)}")
+    return [f"{model}+{balance}" for model in models for balance in balancing]
+
+
+def make_pipeline(candidate: str, settings: CandidateSettings, y: np.ndarray) -> Pipeline:
+    """An imblearn ``Pipeline``: resampling is a step, so it only ever touches training data."""
+    model, balance = candidate.split("+")
+    weighted = balance == "class_weight"
+    steps: list = []
+    if balance == "smote":
+        steps.append(("resample", SMOTE(sampling_strategy=settings.resampled_fraud_ratio,
+                                         random_state=settings.seed)))
+    elif balance == "undersample":
+        steps.append(("resample", RandomUnderSampler(
+            sampling_strategy=settings.resampled_fraud_ratio, random_state=settings.seed)))
+    if model == "logistic_regression":
+        steps += [
+            ("scale", StandardScaler()),
+            ("classify", LogisticRegression(max_iter=2_000, class_weight="balanced" if weighted else None)),
+        ]
+    elif model == "random_forest":
+        steps.append(("classify", RandomForestClassifier(
+            n_estimators=settings.forest_trees,
+            max_depth=settings.forest_max_depth,
+            class_weight="balanced_subsample" if weighted else None,
+            n_jobs=settings.n_jobs,
+            random_state=settings.seed,
+        )))
+    else:
+        frauds = max(int(y.sum()), 1)
+        steps.append(("classify", XGBClassifier(
+            n_estimators=settings.xgb_trees,
+            max_depth=settings.xgb_max_depth,
+            learning_rate=settings.xgb_learning_rate,
+            max_bin=settings.xgb_max_bin,
+            base_score=settings.xgb_base_score,
+            scale_pos_weight=(len(y) - frauds) / frauds if weighted else 1.0,
+            tree_method="hist",
+            n_jobs=settings.n_jobs,
+            random_state=settings.seed,
+        )))
+    return Pipeline(steps)
+
+
+def _xy(frame: pl.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    return frame.select(columns).to_numpy().astype(np.float64), frame[LABEL].to_numpy()
+
+
+def _in(frame: pl.DataFrame, window: Window) -> pl.DataFrame:
+    day = pl.col("tx_datetime").dt.date()
+    return frame.filter(day.is_between(window.first, window.last))
+
+
+@dataclasses.dataclass
+class TrainedModel:
+    """A fitted pipeline and everything needed to use it the way it was chosen."""
+
+    pipeline: Pipeline
+    candidate: str
+    threshold: float
+    objective: ThresholdObjective
+    feature_columns: tuple[str, ...]
+    plan: TrainingPlan
+    settings: CandidateSettings
+    selection: pl.DataFrame
+    training_rows: int
+    training_frauds: int
+    registered_version: str | None = None
+    """Set once the model is registered (MLflow), with the run that logged it."""
+    mlflow_run_id: str | None = None
+
+    def predict_proba(self, features: pl.DataFrame) -> np.ndarray:
+        """Fraud probability for each row of a frame that has the feature columns."""
+        x = features.select(self.feature_columns).to_numpy().astype(np.float64)
+        return self.pipeline.predict_proba(x)[:, 1]
+
+    @property
+    def validation_average_precision(self) -> float:
+        row = self.selection.filter(pl.col("candidate") == self.candidate)
+        return float(row["mean_average_precision"][0])
+
+
+def select_candidate(
+    labelled: pl.DataFrame,
+    plan: TrainingPlan,
+    candidates: Sequence[str],
+    settings: CandidateSettings = CandidateSettings(),
+    columns: Sequence[str] = FEATURE_COLUMNS,
+) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+    """Each candidate's average precision on each validation fold, best first.
+
+    Returns the table and, per candidate, its pooled validation labels and scores (folds in order),
+    which the threshold is chosen on.
+    """
+    rows, pooled = [], {}
+    folds = [(_xy(_in(labelled, train), columns), _xy(_in(labelled, valid), columns))
+             for train, valid in plan.validation_folds()]
+    for (x_train, y_train), _ in folds:
+        if x_train.shape[0] == 0 or y_train.sum() == 0:
+            raise ValueError("a validation fold has no training rows or no fraud: "
+                             f"need labelled features for {plan.labelled_window()}")
+    for candidate in candidates:
+        scores, labels, aps, seconds = [], [], [], 0.0
+        for (x_train, y_train), (x_valid, y_valid) in folds:
+            t0 = time.perf_counter()
+            pipeline = make_pipeline(candidate, settings, y_train).fit(x_train, y_train)
+            seconds += time.perf_counter() - t0
+            score = pipeline.predict_proba(x_valid)[:, 1]
+            aps.append(average_precision(y_valid, score))
+            scores.append(score)
+            labels.append(y_valid)
+        pooled[candidate] = (np.concatenate(labels), np.concatenate(scores))
+        rows.append({
+            "candidate": candidate,
+            "mean_average_precision": float(np.nanmean(aps)),
+            "std_average_precision": float(np.nanstd(aps)),
+            **{f"fold_{k}_average_precision": ap for k, ap in enumerate(aps)},
+            "fit_seconds": seconds,
+        })
+    table = pl.DataFrame(rows).sort("mean_average_precision", descending=True, nulls_last=True)
+    return table, pooled
+
+
+def train(
+    labelled: pl.DataFrame,
+    plan: TrainingPlan,
+    candidates: Sequence[str] = tuple(candidate_names()),
+    objective: ThresholdObjective = ThresholdObjective(),
+    settings: CandidateSettings = CandidateSettings(),
+    columns: Sequence[str] = FEATURE_COLUMNS,
+) -> TrainedModel:
+    """Select the best candidate on the validation folds, refit it on the training window.
+
+    ``labelled`` holds features and ``tx_fraud`` for ``plan.labelled_window()``.
+    """
+    selection, pooled = select_candidate(labelled, plan, candidates, settings, columns)
+    best = selection["candidate"][0]
+    threshold = choose_threshold(*pooled[best], objective)
+    x, y = _xy(_in(labelled, plan.train_window()), columns)
+    if y.sum() == 0:
+        raise ValueError(f"no fraud in the training window {plan.train_window()}")
+    pipeline = make_pipeline(best, settings, y).fit(x, y)
+    return TrainedModel(
+        pipeline=pipeline,
+        candidate=best,
+        threshold=float(threshold),
+        objective=objective,
+        feature_columns=tuple(columns),
+        plan=plan,
+        settings=settings,
+        selection=selection,
+        training_rows=int(x.shape[0]),
+        training_frauds=int(y.sum()),
+    )

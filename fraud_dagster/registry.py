@@ -1,0 +1,146 @@
+"""The MLflow side of a model: what is logged with it, the registered versions and their aliases.
+
+Aliases, not the deprecated stages: ``challenger`` is the newest trained version, ``champion`` the
+one that serves. A version carries, as tags, everything needed to use it the way it was chosen
+(threshold, feature columns, windows), so the champion can be loaded without its training run.
+Nothing here knows about Dagster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import polars as pl
+import skops.io
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from fraud_dagster.core.training import TrainedModel
+
+REGISTERED_MODEL = "fraud_model"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None) -> None:
+    """Create the experiment with its artifacts under the data root (MLflow's default is ./mlruns)."""
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri)
+    if client.get_experiment_by_name(name) is None:
+        try:
+            client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException:
+            if client.get_experiment_by_name(name) is None:  # not a lost race with another run
+                raise
+
+
+@dataclasses.dataclass(frozen=True)
+class RegisteredModel:
+    """A registered version, loaded: what scoring and serving need."""
+
+    version: str
+    pipeline: object
+    threshold: float
+    feature_columns: tuple[str, ...]
+    run_id: str
+    tags: dict[str, str]
+
+    def predict_proba(self, features: pl.DataFrame) -> np.ndarray:
+        x = features.select(self.feature_columns).to_numpy().astype(np.float64)
+        return self.pipeline.predict_proba(x)[:, 1]
+
+
+def log_trained_model(trained: TrainedModel, tags: dict[str, str]) -> str:
+    """Log a trained model in the active MLflow run, register it and make it the challenger.
+
+    Returns the registered version.
+    """
+    plan, settings = trained.plan, trained.settings
+    mlflow.log_params({
+        "candidate": trained.candidate,
+        "training_end": plan.training_end.isoformat(),
+        "train_days": plan.train_days,
+        "delay_days": plan.delay_days,
+        "test_days": plan.test_days,
+        "folds": plan.folds,
+        "threshold_objective": trained.objective.kind,
+        **{f"objective_{k}": v for k, v in dataclasses.asdict(trained.objective).items() if k != "kind"},
+        **dataclasses.asdict(settings),
+    })
+    mlflow.log_metrics({
+        "validation_average_precision": trained.validation_average_precision,
+        "threshold": trained.threshold,
+        "training_rows": trained.training_rows,
+        "training_frauds": trained.training_frauds,
+    })
+    for row in trained.selection.iter_rows(named=True):
+        mlflow.log_metric(f"validation_ap.{row['candidate'].replace('+', '.')}",
+                          row["mean_average_precision"])
+    mlflow.log_text(trained.selection.write_csv(), "model_selection.csv")
+    example = pd.DataFrame(np.zeros((2, len(trained.feature_columns))),
+                           columns=list(trained.feature_columns))
+    signature = infer_signature(example, trained.pipeline.predict_proba(example.to_numpy())[:, 1])
+    version_tags = {
+        "threshold": repr(trained.threshold),
+        "feature_columns": json.dumps(list(trained.feature_columns)),
+        "candidate": trained.candidate,
+        "train_window": str(plan.train_window()),
+        "test_window": str(plan.test_window()),
+        **tags,
+    }
+    info = mlflow.sklearn.log_model(
+        trained.pipeline,
+        name="model",
+        # skops (MLflow's safe format) loads only types it is told to trust: the ones this very
+        # pipeline is made of, found by dumping it (imblearn and xgboost are not on its list).
+        skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(trained.pipeline)),
+        signature=signature,
+        registered_model_name=REGISTERED_MODEL,
+        pyfunc_predict_fn="predict_proba",
+    )
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in version_tags.items():
+        client.set_model_version_tag(REGISTERED_MODEL, version, key, value)
+    client.set_registered_model_alias(REGISTERED_MODEL, CHALLENGER, version)
+    return version
+
+
+def load_version(client: MlflowClient, version: str) -> RegisteredModel:
+    details = client.get_model_version(REGISTERED_MODEL, version)
+    return RegisteredModel(
+        version=str(details.version),
+        pipeline=mlflow.sklearn.load_model(f"models:/{REGISTERED_MODEL}/{details.version}"),
+        threshold=float(details.tags["threshold"]),
+        feature_columns=tuple(json.loads(details.tags["feature_columns"])),
+        run_id=details.run_id,
+        tags=dict(details.tags),
+    )
+
+
+def alias_version(client: MlflowClient, alias: str) -> str | None:
+    """The version an alias points at, or None when the alias (or the model) does not exist yet."""
+    try:
+        return str(client.get_model_version_by_alias(REGISTERED_MODEL, alias).version)
+    except MlflowException:
+        return None
+
+
+def promote(client: MlflowClient, version: str) -> None:
+    client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, version)
+
+
+def log_png(client: MlflowClient, run_id: str, png: bytes, name: str) -> None:
+    """Attach a picture to a (possibly finished) run."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_bytes(png)
+        client.log_artifact(run_id, str(path), artifact_path="plots")
