@@ -86,16 +86,16 @@ def run_selection(labelled: pl.DataFrame, candidates: list[str], settings: Candi
     }
 
 
+XGB_DEFAULTS = dict(xgb_learning_rate=0.3, xgb_max_depth=6, xgb_max_bin=256, xgb_base_score=None)
+# Our settings, then each with one setting put back to XGBoost's default (or pushed further).
 XGB_GRID = {
-    "xgboost_defaults": dict(xgb_trees=100, xgb_max_depth=6, xgb_learning_rate=0.3,
-                             xgb_max_bin=256, xgb_base_score=None),
-    "base_score_0.5": dict(xgb_base_score=0.5),
-    "max_bin_64": dict(xgb_max_bin=64),
-    "max_bin_1024": dict(xgb_max_bin=1024),
-    "depth_3": dict(xgb_max_depth=3),
-    "depth_4": dict(xgb_max_depth=4),
-    "trees_300_lr_0.05": dict(xgb_trees=300, xgb_learning_rate=0.05),
+    "xgboost_defaults": XGB_DEFAULTS,
     "ours": {},
+    "ours_but_base_score_estimated": dict(xgb_base_score=None),
+    "ours_but_max_bin_256": dict(xgb_max_bin=256),
+    "ours_but_max_bin_4096": dict(xgb_max_bin=4096),
+    "ours_but_max_depth_6": dict(xgb_max_depth=6),
+    "ours_but_learning_rate_0.3": dict(xgb_learning_rate=0.3),
 }
 
 
