@@ -114,6 +114,7 @@ def test_a_worse_challenger_is_not_promoted_and_the_check_says_why(pipeline):
     )
     check = check_result(result)
     assert not check.passed
+    assert not result.success  # a refusal fails the run on purpose: it shows in the UI
     assert check.severity == dg.AssetCheckSeverity.ERROR
     assert "champion v1" in check.description and "<= required 0.0" in check.description
 
