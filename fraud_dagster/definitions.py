@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from fraud_dagster import settings
+from fraud_dagster.alerts import AlertSink
 from fraud_dagster.assets import features, model, transactions
 from fraud_dagster.checks import validation_checks
 from fraud_dagster.io_managers import DailyTables, PickleIOManager, PolarsParquetIOManager
@@ -15,7 +16,7 @@ from fraud_dagster.resources import (
     TransactionSource,
     mlflow_tracking,
 )
-from fraud_dagster.sensors import landing_sensor
+from fraud_dagster.sensors import check_failure_alerts, landing_sensor, run_failure_alerts
 
 
 def transaction_source():
@@ -39,6 +40,8 @@ def local_resources(
         "daily_tables": DailyTables(base_path=assets),
         "model_io_manager": PickleIOManager(base_path=str(data_dir / "models")),
         "transaction_source": source,
+        "alerts": AlertSink(alerts_file=str(data_dir / "alerts" / "alerts.jsonl"),
+                            webhook_url=settings.alert_webhook_url()),
         "mlflow": mlflow_tracking.configured({
             "experiment_name": "fraud_dagster",
             "mlflow_tracking_uri": mlflow_tracking_uri or f"sqlite:///{mlflow_dir / 'mlflow.db'}",
@@ -57,7 +60,7 @@ def make_definitions(resources: dict) -> dg.Definitions:
         assets=dg.load_assets_from_modules([transactions, features, model]),
         asset_checks=validation_checks,
         jobs=[ingest_job, retrain_job],
-        sensors=[landing_sensor],
+        sensors=[landing_sensor, run_failure_alerts, check_failure_alerts],
         resources=resources,
         # Steps here are short and polars already uses every core: a process per step would only
         # add start-up time. A deployment swaps in the Kubernetes or Celery executor here.

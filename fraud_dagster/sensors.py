@@ -1,11 +1,14 @@
-"""Sensors: ``landing_sensor`` turns files dropped into the landing folder into ingest runs."""
+"""Sensors: ``landing_sensor`` turns files dropped into the landing folder into ingest runs;
+``run_failure_alerts`` and ``check_failure_alerts`` record what went wrong where a user sees it."""
 
 import datetime as dt
 import hashlib
 
 import dagster as dg
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from fraud_dagster import settings
+from fraud_dagster.alerts import AlertSink
 from fraud_dagster.core.landing import LandingFileError, LandingFolder, read_landing_file
 from fraud_dagster.jobs import ingest_job
 from fraud_dagster.partitions import daily_partitions, partition_range_tags
@@ -78,3 +81,67 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
             )
         )
     return run_requests
+
+
+def _run_days(run: dg.DagsterRun | None) -> str | None:
+    """The partitions a run covered, from its tags: a day, or ``first..last`` for a range."""
+    if run is None:
+        return None
+    tags = run.tags
+    if "dagster/asset_partition_range_start" in tags:
+        first, last = tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]
+        return first if first == last else f"{first}..{last}"
+    return tags.get("dagster/partition")
+
+
+@dg.run_failure_sensor(
+    name="run_failure_alerts",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Records every failed run in the alerts file (and webhook).",
+)
+def run_failure_alerts(context: dg.RunFailureSensorContext, alerts: AlertSink):
+    run = context.dagster_run
+    alerts.send(
+        "run_failure",
+        f"{run.job_name} run {run.run_id[:8]} failed: {context.failure_event.message}",
+        job=run.job_name,
+        run_id=run.run_id,
+        tags={k: v for k, v in run.tags.items() if not k.startswith(".dagster")},
+    )
+
+
+@dg.sensor(
+    name="check_failure_alerts",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Records every failed blocking check (severity ERROR) in the alerts file.",
+)
+def check_failure_alerts(context: dg.SensorEvaluationContext, alerts: AlertSink):
+    """Reads every failed check execution since the cursor (the largest execution id seen), not
+    only the latest, so no failure between two ticks is missed."""
+    seen = int(context.cursor) if context.cursor else 0
+    storage = context.instance.event_log_storage
+    failures = [
+        record
+        for check_key in context.repository_def.asset_graph.asset_check_keys
+        for record in storage.get_asset_check_execution_history(
+            check_key, limit=100, status={AssetCheckExecutionRecordStatus.FAILED}
+        )
+        if record.id > seen and record.event is not None
+    ]
+    for record in sorted(failures, key=lambda r: r.id):
+        evaluation = record.event.dagster_event.event_specific_data
+        if evaluation.blocking and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+            days = evaluation.partition or _run_days(context.instance.get_run_by_id(record.run_id))
+            where = evaluation.asset_key.to_user_string() + (f" [{days}]" if days else "")
+            alerts.send(
+                "check_failure",
+                f"blocking check {evaluation.check_name} failed on {where}:"
+                f" {evaluation.description or 'see its metadata'}",
+                asset=evaluation.asset_key.to_user_string(),
+                check=evaluation.check_name,
+                days=days,
+                run_id=record.run_id,
+            )
+        seen = max(seen, record.id)
+    context.update_cursor(str(seen))

@@ -62,3 +62,8 @@ def mlflow_tracking_uri() -> str | None:
     """MLflow's own ``MLFLOW_TRACKING_URI``, when set, moves tracking and registry off the local
     SQLite file under the data root."""
     return os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def alert_webhook_url() -> str | None:
+    """``FRAUD_ALERT_WEBHOOK_URL``: alerts are also POSTed there as JSON when set."""
+    return os.environ.get("FRAUD_ALERT_WEBHOOK_URL") or None

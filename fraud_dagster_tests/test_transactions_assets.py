@@ -8,7 +8,6 @@ import polars as pl
 from fraud_dagster.assets.transactions import validated_transactions
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
 from fraud_dagster.definitions import local_resources, make_definitions
-from fraud_dagster.io_managers import PolarsParquetIOManager
 from fraud_dagster.partitions import partition_range_tags
 from fraud_dagster.resources import LandingSource
 from fraud_dagster_tests.conftest import SMALL_SIMULATOR, read_partition, run_ingest

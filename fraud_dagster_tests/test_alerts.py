@@ -1,0 +1,89 @@
+"""Failed runs and failed blocking checks end up in the alerts file, and at the webhook when set."""
+
+import datetime as dt
+import http.server
+import json
+import threading
+
+import dagster as dg
+import pytest
+
+from fraud_dagster.alerts import AlertSink, read_alerts
+from fraud_dagster.sensors import check_failure_alerts, run_failure_alerts
+from fraud_dagster_tests.conftest import run_ingest
+from fraud_dagster_tests.test_transactions_assets import _corrupt, _land
+from fraud_dagster_tests.landing_files import handbook_frame
+
+DAY = dt.date(2025, 1, 2)
+
+
+@pytest.fixture
+def failed_ingest(landing_defs, landing_dir, instance):
+    """A day with 20 % negative amounts: the quarantine-rate check fails and so does the run."""
+    _land(landing_dir, DAY, _corrupt(handbook_frame(DAY, 100), 20))
+    result = run_ingest(landing_defs, instance, DAY, DAY)
+    assert not result.success
+    return result
+
+
+def test_a_failed_blocking_check_is_recorded_once(failed_ingest, landing_defs, instance, tmp_path):
+    sink = AlertSink(alerts_file=str(tmp_path / "alerts.jsonl"))
+    context = dg.build_sensor_context(instance=instance, definitions=landing_defs,
+                                      resources={"alerts": sink})
+    check_failure_alerts(context)
+    [alert] = read_alerts(tmp_path / "alerts.jsonl")
+    assert alert["kind"] == "check_failure"
+    assert alert["check"] == "quarantine_rate_below_threshold"
+    assert alert["days"] == DAY.isoformat()
+    assert alert["run_id"] == failed_ingest.run_id
+    # The cursor moved past it: evaluating again records nothing new.
+    again = dg.build_sensor_context(instance=instance, cursor=context.cursor,
+                                    definitions=landing_defs, resources={"alerts": sink})
+    check_failure_alerts(again)
+    assert len(read_alerts(tmp_path / "alerts.jsonl")) == 1
+
+
+def test_a_failed_run_is_recorded(failed_ingest, instance, tmp_path):
+    sink = AlertSink(alerts_file=str(tmp_path / "alerts.jsonl"))
+    [failure] = [e for e in failed_ingest.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
+    context = dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alerts",
+        dagster_event=failure,
+        dagster_instance=instance,
+        dagster_run=failed_ingest.dagster_run,
+        resources={"alerts": sink},
+    ).for_run_failure()
+    run_failure_alerts(context)
+    [alert] = read_alerts(tmp_path / "alerts.jsonl")
+    assert alert["kind"] == "run_failure"
+    assert alert["job"] == "ingest_job"
+    assert alert["run_id"] == failed_ingest.run_id
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_alerts_are_posted_to_the_webhook_and_kept_when_it_is_down(tmp_path):
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/alerts"
+    try:
+        AlertSink(alerts_file=str(tmp_path / "a.jsonl"), webhook_url=url).send("test", "hello")
+    finally:
+        server.shutdown()
+    assert [a["summary"] for a in _Recorder.received] == ["hello"]
+    # Nothing listens any more: the alert still lands in the file.
+    AlertSink(alerts_file=str(tmp_path / "a.jsonl"), webhook_url=url, webhook_timeout_s=1).send(
+        "test", "webhook down"
+    )
+    assert [a["summary"] for a in read_alerts(tmp_path / "a.jsonl")] == ["hello", "webhook down"]
