@@ -6,17 +6,24 @@ import dagster as dg
 
 from fraud_dagster import settings
 from fraud_dagster.alerts import AlertSink
-from fraud_dagster.assets import features, model, transactions
+from fraud_dagster.assets.monitoring import ModelRegistry
+from fraud_dagster.assets import features, model, monitoring, transactions
 from fraud_dagster.checks import validation_checks
 from fraud_dagster.io_managers import DailyTables, PickleIOManager, PolarsParquetIOManager
-from fraud_dagster.jobs import ingest_job, retrain_job
+from fraud_dagster.jobs import daily_ingest, daily_job, ingest_job, retrain_job
 from fraud_dagster.resources import (
     LandingSource,
     SimulatorSource,
     TransactionSource,
     mlflow_tracking,
 )
-from fraud_dagster.sensors import check_failure_alerts, landing_sensor, run_failure_alerts
+from fraud_dagster.sensors import (
+    DriftPolicy,
+    check_failure_alerts,
+    drift_sensor,
+    landing_sensor,
+    run_failure_alerts,
+)
 
 
 def transaction_source():
@@ -32,19 +39,23 @@ def local_resources(
     data_dir: Path, source: TransactionSource, mlflow_tracking_uri: str | None = None
 ) -> dict:
     """Everything under one data root: parquet per asset and day, the trained model, MLflow's
-    tracking and registry (SQLite) and artifacts."""
+    tracking and registry (SQLite) and artifacts, drift reports, alerts."""
     assets = str(data_dir / "assets")
     mlflow_dir = data_dir / "mlflow"
+    tracking_uri = mlflow_tracking_uri or f"sqlite:///{mlflow_dir / 'mlflow.db'}"
     return {
         "io_manager": PolarsParquetIOManager(base_path=assets),
         "daily_tables": DailyTables(base_path=assets),
         "model_io_manager": PickleIOManager(base_path=str(data_dir / "models")),
         "transaction_source": source,
+        "model_registry": ModelRegistry(tracking_uri=tracking_uri,
+                                        monitoring_dir=str(data_dir / "monitoring")),
+        "drift_policy": DriftPolicy(),
         "alerts": AlertSink(alerts_file=str(data_dir / "alerts" / "alerts.jsonl"),
                             webhook_url=settings.alert_webhook_url()),
         "mlflow": mlflow_tracking.configured({
             "experiment_name": "fraud_dagster",
-            "mlflow_tracking_uri": mlflow_tracking_uri or f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+            "mlflow_tracking_uri": tracking_uri,
             "artifact_location": str(mlflow_dir / "artifacts"),
         }),
     }
@@ -57,10 +68,11 @@ def default_resources() -> dict:
 
 def make_definitions(resources: dict) -> dg.Definitions:
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([transactions, features, model]),
+        assets=dg.load_assets_from_modules([transactions, features, model, monitoring]),
         asset_checks=validation_checks,
-        jobs=[ingest_job, retrain_job],
-        sensors=[landing_sensor, run_failure_alerts, check_failure_alerts],
+        jobs=[ingest_job, daily_job, retrain_job],
+        schedules=[daily_ingest],
+        sensors=[landing_sensor, drift_sensor, run_failure_alerts, check_failure_alerts],
         resources=resources,
         # Steps here are short and polars already uses every core: a process per step would only
         # add start-up time. A deployment swaps in the Kubernetes or Celery executor here.

@@ -1,4 +1,5 @@
-"""Jobs. Each selects assets of one partitioning only: daily (ingest) or unpartitioned (retrain)."""
+"""Jobs and the schedule. Each job selects assets of one partitioning only: daily (ingest, daily)
+or unpartitioned (retrain)."""
 
 import dagster as dg
 from dagster_mlflow import end_mlflow_on_run_finished
@@ -17,4 +18,18 @@ retrain_job = dg.define_asset_job(
     " promote it when it wins.",
     # Marks the MLflow run FAILED when a step fails (the resource ends it either way).
     hooks={end_mlflow_on_run_finished},
+)
+
+daily_job = dg.define_asset_job(
+    "daily_job",
+    selection=dg.AssetSelection.groups("transactions", "features", "monitoring"),
+    description="One day end to end: raw, validated, features, then its drift report.",
+)
+
+daily_ingest = dg.build_schedule_from_partitioned_job(
+    daily_job,
+    name="daily_ingest",
+    hour_of_day=1,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Each night, the day that just ended: ingested, featurised and checked for drift.",
 )

@@ -144,3 +144,25 @@ def log_png(client: MlflowClient, run_id: str, png: bytes, name: str) -> None:
         path = Path(folder) / name
         path.write_bytes(png)
         client.log_artifact(run_id, str(path), artifact_path="plots")
+
+
+REFERENCE_ARTIFACT = "reference/reference.parquet"
+
+
+def log_reference(reference: pl.DataFrame) -> None:
+    """Keep the drift reference (a sample of the training window with its scores) in the active run."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / Path(REFERENCE_ARTIFACT).name
+        reference.write_parquet(path)
+        mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
+
+
+def load_reference(client: MlflowClient, model: RegisteredModel, cache_dir: Path) -> pl.DataFrame:
+    """The drift reference of a registered version, downloaded once into ``cache_dir``."""
+    cached = cache_dir / f"reference_v{model.version}.parquet"
+    if not cached.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as folder:
+            path = client.download_artifacts(model.run_id, REFERENCE_ARTIFACT, folder)
+            Path(path).replace(cached)
+    return pl.read_parquet(cached)

@@ -1,8 +1,10 @@
 """Sensors: ``landing_sensor`` turns files dropped into the landing folder into ingest runs;
-``run_failure_alerts`` and ``check_failure_alerts`` record what went wrong where a user sees it."""
+``drift_sensor`` retrains when drift reports say so; ``run_failure_alerts`` and
+``check_failure_alerts`` record what went wrong where a user sees it."""
 
 import datetime as dt
 import hashlib
+import json
 
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
@@ -10,7 +12,9 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 from fraud_dagster import settings
 from fraud_dagster.alerts import AlertSink
 from fraud_dagster.core.landing import LandingFileError, LandingFolder, read_landing_file
-from fraud_dagster.jobs import ingest_job
+from fraud_dagster.core.features import DEFAULT_LABEL_DELAY
+from fraud_dagster.io_managers import DailyTables
+from fraud_dagster.jobs import ingest_job, retrain_job
 from fraud_dagster.partitions import daily_partitions, partition_range_tags
 from fraud_dagster.resources import LandingSource, TransactionSource
 
@@ -83,6 +87,9 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
     return run_requests
 
 
+DRIFT_REPORT = dg.AssetKey("drift_report")
+
+
 def _run_days(run: dg.DagsterRun | None) -> str | None:
     """The partitions a run covered, from its tags: a day, or ``first..last`` for a range."""
     if run is None:
@@ -145,3 +152,76 @@ def check_failure_alerts(context: dg.SensorEvaluationContext, alerts: AlertSink)
             )
         seen = max(seen, record.id)
     context.update_cursor(str(seen))
+
+
+class DriftPolicy(dg.ConfigurableResource):
+    """When drift reports launch a retrain (the drift_sensor's thresholds)."""
+
+    min_share_drifted_columns: float = 0.15
+    """The simulator's drift moves 18-36 % of the columns; clean days stay at 0 %."""
+    max_average_precision_drop: float = 0.25
+    """Retrain when the champion's average precision on a freshly labelled day is this much
+    below its test average precision (concept drift)."""
+    cooldown_days: int = 14
+    """After a retrain is launched for a day, drifted days up to this many days later do not
+    launch another one (the retrained model needs that long to be judged)."""
+
+    def reason(self, report: dict) -> str | None:
+        reasons = []
+        if report["share_drifted_columns"] >= self.min_share_drifted_columns:
+            reasons.append(
+                f"{report['share_drifted_columns']:.0%} of columns drifted"
+                f" (>= {self.min_share_drifted_columns:.0%}): {report['drifted_columns']}"
+            )
+        test_ap, day_ap = report.get("champion_test_average_precision"), report.get(
+            "labelled_average_precision")
+        if test_ap is not None and day_ap is not None:
+            if test_ap - day_ap > self.max_average_precision_drop:
+                reasons.append(
+                    f"average precision on {report['labelled_day']} fell to {day_ap:.3f} from the"
+                    f" champion's test {test_ap:.3f} (drop > {self.max_average_precision_drop})"
+                )
+        return "; ".join(reasons) or None
+
+
+@dg.sensor(
+    name="drift_sensor",
+    job=retrain_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description="Launches retrain_job when a new drift_report day passes the DriftPolicy"
+    " thresholds: one run per trigger, then a cooldown.",
+)
+def drift_sensor(
+    context: dg.SensorEvaluationContext, drift_policy: DriftPolicy, daily_tables: DailyTables
+):
+    """Reads every drift_report materialisation since its cursor (an ``@asset_sensor`` would see
+    only the newest per tick, and a backfill makes many at once), in order."""
+    state = json.loads(context.cursor) if context.cursor else {}
+    result = context.instance.fetch_materializations(
+        DRIFT_REPORT, limit=500, cursor=state.get("events"), ascending=True
+    )
+    last_trigger = state.get("last_trigger_day")
+    days = sorted({record.partition_key for record in result.records if record.partition_key})
+    if not days:
+        return
+    reports = daily_tables.read_days(DRIFT_REPORT, [dt.date.fromisoformat(d) for d in days])
+    for report in reports.sort("day").iter_rows(named=True):
+        reason = drift_policy.reason(report)
+        day = report["day"]
+        if reason is None:
+            continue
+        if last_trigger and day < dt.date.fromisoformat(last_trigger) + dt.timedelta(
+                days=drift_policy.cooldown_days):
+            context.log.info(f"{day}: {reason}; in the cooldown after {last_trigger}")
+            continue
+        last_trigger = day.isoformat()
+        training_end = day - dt.timedelta(days=2 * DEFAULT_LABEL_DELAY)
+        yield dg.RunRequest(
+            run_key=f"drift-{day.isoformat()}",
+            run_config={"ops": {"fraud_model": {"config": {
+                "training_end": training_end.isoformat()}}}},
+            tags={"fraud/trigger": "drift_sensor", "fraud/drift_day": day.isoformat(),
+                  "fraud/reason": reason[:250]},
+        )
+    context.update_cursor(json.dumps({"events": result.cursor, "last_trigger_day": last_trigger}))

@@ -15,6 +15,7 @@ from dagster_mlflow.resources import MlFlow
 
 from fraud_dagster import registry
 from fraud_dagster.core import plots
+from fraud_dagster.core.drift import reference_sample
 from fraud_dagster.core.metrics import ThresholdObjective, evaluation_metrics, per_day_table
 from fraud_dagster.core.reporting import markdown_table
 from fraud_dagster.core.training import (
@@ -32,6 +33,8 @@ from fraud_dagster.io_managers import DailyTables
 FEATURES = dg.AssetKey("transaction_features")
 VALIDATED = dg.AssetKey("validated_transactions")
 _OBJECTIVE = ThresholdObjective()
+REFERENCE_ROWS = 25_000
+"""Rows of the training window kept, with their scores, as the drift reference."""
 
 
 class FraudModelConfig(dg.Config):
@@ -106,8 +109,14 @@ def fraud_model(
         objective=config.objective(),
         settings=CandidateSettings(seed=config.seed),
     )
+    train_days = labelled.filter(pl.col("tx_datetime").dt.date().is_between(
+        plan.train_window().first, plan.train_window().last))
+    registry.log_reference(reference_sample(
+        train_days.with_columns(score=trained.predict_proba(train_days)),
+        REFERENCE_ROWS, config.seed,
+    ))
     trained.registered_version = registry.log_trained_model(
-        trained, {"dagster_run_id": context.run_id}
+        trained, {"dagster_run_id": context.run.run_id}
     )
     trained.mlflow_run_id = mlflow.active_run().info.run_id
     return dg.Output(

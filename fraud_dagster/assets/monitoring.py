@@ -1,0 +1,149 @@
+"""Daily drift reports: a day's features and champion scores against the champion's training reference.
+
+Also the champion's label-based performance on the day whose labels have just arrived (the day
+``label_delay_days`` before), so concept drift is seen and not only data drift.
+"""
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+from mlflow import MlflowClient
+
+from fraud_dagster import registry
+from fraud_dagster.core.drift import DRIFT_COLUMNS, drift_summary
+from fraud_dagster.core.features import DEFAULT_LABEL_DELAY
+from fraud_dagster.core.metrics import average_precision
+from fraud_dagster.core.reporting import markdown_table
+from fraud_dagster.io_managers import DailyTables
+from fraud_dagster.partitions import daily_partitions, window_days
+
+FEATURES = dg.AssetKey("transaction_features")
+VALIDATED = dg.AssetKey("validated_transactions")
+
+
+class ModelRegistry(dg.ConfigurableResource):
+    """The MLflow registry (and where drift artifacts are kept), without opening an MLflow run."""
+
+    tracking_uri: str
+    monitoring_dir: str
+    """Drift HTML reports and cached references live here."""
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.tracking_uri)
+
+    def champion(self) -> registry.RegisteredModel | None:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)  # models:/ URIs resolve through it
+        client = self.client()
+        version = registry.alias_version(client, registry.CHAMPION)
+        return registry.load_version(client, version) if version else None
+
+    def reference(self, model: registry.RegisteredModel) -> pl.DataFrame:
+        return registry.load_reference(self.client(), model, Path(self.monitoring_dir) / "references")
+
+    def report_path(self, day: dt.date) -> Path:
+        return Path(self.monitoring_dir) / "drift_reports" / f"{day.isoformat()}.html"
+
+
+class DriftReportConfig(dg.Config):
+    drift_share: float = 0.5
+    """Evidently's dataset-drift rule: at least this share of the columns drifted."""
+    label_delay_days: int = DEFAULT_LABEL_DELAY
+
+
+def _labelled_performance(tables: DailyTables, model, day: dt.date) -> dict:
+    """The champion's average precision and recall at its threshold on ``day``, if stored."""
+    try:
+        features = tables.read_days(FEATURES, [day])
+        labels = tables.read_days(VALIDATED, [day]).select("transaction_id", "tx_fraud")
+    except FileNotFoundError:
+        return {"labelled_day": None, "labelled_average_precision": None, "labelled_recall": None}
+    frame = features.join(labels, on="transaction_id")
+    scores = model.predict_proba(frame)
+    y = frame["tx_fraud"].to_numpy()
+    frauds = int(y.sum())
+    return {
+        "labelled_day": day,
+        "labelled_average_precision": average_precision(y, scores) if frauds else None,
+        "labelled_recall": float(((scores >= model.threshold) & (y == 1)).sum() / frauds)
+        if frauds else None,
+    }
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="monitoring",
+    metadata={"partition_expr": "day"},
+    kinds={"evidently", "parquet"},
+    deps=[VALIDATED],
+    output_required=False,
+)
+def drift_report(
+    context: dg.AssetExecutionContext,
+    config: DriftReportConfig,
+    transaction_features: pl.DataFrame,
+    daily_tables: DailyTables,
+    model_registry: ModelRegistry,
+):
+    """Per day: Evidently drift of the features and champion scores against the champion's
+    training reference (HTML report under the data root), and the champion's performance on the
+    day whose labels have just arrived. Nothing is materialised before there is a champion."""
+    champion = model_registry.champion()
+    if champion is None:
+        context.log.warning("no champion model yet: run retrain_job first; no drift report made")
+        return
+    reference = model_registry.reference(champion)
+    first, last = window_days(context.partition_time_window)
+    champion_ap = model_registry.client().get_run(champion.run_id).data.metrics.get(
+        "test_average_precision")
+    by_day = transaction_features.with_columns(_day=pl.col("tx_datetime").dt.date()).partition_by(
+        "_day", as_dict=True, include_key=False
+    ) if transaction_features.height else {}
+    rows = []
+    for offset in range((last - first).days + 1):
+        day = first + dt.timedelta(days=offset)
+        features = by_day.get((day,))
+        if features is None or features.height == 0:
+            context.log.warning(f"{day}: no transactions, no drift report")
+            continue
+        current = features.with_columns(score=champion.predict_proba(features))
+        summary = drift_summary(reference, current, DRIFT_COLUMNS,
+                                html_path=model_registry.report_path(day),
+                                drift_share=config.drift_share)
+        rows.append({
+            "day": day,
+            "champion_version": champion.version,
+            "champion_test_average_precision": champion_ap,
+            "transactions": current.height,
+            "share_drifted_columns": summary.share_drifted_columns,
+            "dataset_drift": summary.dataset_drift,
+            "drifted_columns": ", ".join(summary.drifted_columns),
+            "mean_score": float(current["score"].mean()),
+            **_labelled_performance(
+                daily_tables, champion, day - dt.timedelta(days=config.label_delay_days)
+            ),
+            "html_report": str(summary.html_path),
+        })
+        context.log.info(f"{day}: {summary.n_drifted} of {summary.n_columns} columns drifted")
+    if not rows:
+        return
+    table = pl.DataFrame(rows)
+    metadata = {
+        "champion_version": champion.version,
+        "days": len(rows),
+        "share_drifted_columns": float(table["share_drifted_columns"].max()),
+        "dataset_drift": bool(table["dataset_drift"].any()),
+        "html_report": dg.MetadataValue.path(rows[-1]["html_report"]),
+    }
+    if len(rows) == 1:
+        metadata["drifted_columns"] = dg.MetadataValue.md(summary.markdown_table())
+        for key in ("labelled_day", "labelled_average_precision", "labelled_recall"):
+            if rows[0][key] is not None:
+                metadata[key] = str(rows[0][key]) if key == "labelled_day" else rows[0][key]
+    else:
+        metadata["per_day"] = dg.MetadataValue.md(markdown_table(table.drop("html_report")))
+    yield dg.Output(table, metadata=metadata)

@@ -1,0 +1,107 @@
+"""The daily loop end to end on simulated data with drift injected from a known day (2025-03-01):
+clean days do not trigger a retrain, drifted days trigger exactly one, the retrain runs by the rule."""
+
+import datetime as dt
+import json
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from fraud_dagster import registry
+from fraud_dagster.definitions import local_resources, make_definitions
+from fraud_dagster.io_managers import DailyTables
+from fraud_dagster.partitions import partition_range_tags
+from fraud_dagster.resources import SimulatorSource
+from fraud_dagster.sensors import DriftPolicy, drift_sensor
+from fraud_dagster_tests.conftest import run_ingest
+from fraud_dagster_tests.test_model_assets import FAST, client_for
+
+DRIFT_START = dt.date(2025, 3, 1)
+POLICY = DriftPolicy()
+CLEAN = (dt.date(2025, 2, 22), dt.date(2025, 2, 28))
+DRIFTED = (DRIFT_START, DRIFT_START + dt.timedelta(days=6))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """Ingested up to the drift, with a champion trained on clean days."""
+    root = tmp_path_factory.mktemp("monitoring")
+    data_dir = root / "data"
+    # The simulator's full population (about 10,000 transactions a day): on the small one a
+    # clean day's 1-day customer aggregates are noisy enough to look drifted.
+    defs = make_definitions(local_resources(data_dir, SimulatorSource(drift_start=DRIFT_START.isoformat())))
+    (root / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
+        assert run_ingest(defs, instance, dt.date(2025, 1, 1), CLEAN[1]).success
+        retrain = defs.resolve_job_def("retrain_job").execute_in_process(
+            instance=instance,
+            run_config={"ops": {"fraud_model": {"config": {"models": ["xgboost"], **FAST}}}},
+        )
+        assert retrain.success
+        yield defs, instance, data_dir
+
+
+def run_daily(defs, instance, first, last):
+    result = defs.resolve_job_def("daily_job").execute_in_process(
+        instance=instance, tags=partition_range_tags(first, last), raise_on_error=False
+    )
+    assert result.success
+    return result
+
+
+def evaluate_sensor(instance, data_dir, cursor=None):
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={"drift_policy": POLICY,
+                   "daily_tables": DailyTables(base_path=str(data_dir / "assets"))},
+    )
+    requests = list(drift_sensor(context) or [])
+    return requests, context.cursor
+
+
+def test_clean_days_get_drift_reports_and_do_not_trigger(project):
+    defs, instance, data_dir = project
+    run_daily(defs, instance, *CLEAN)
+    reports = DailyTables(base_path=str(data_dir / "assets")).read_days(
+        dg.AssetKey("drift_report"), [CLEAN[0] + dt.timedelta(days=i) for i in range(7)])
+    assert reports["share_drifted_columns"].max() < POLICY.min_share_drifted_columns
+    assert reports["champion_version"].unique().to_list() == ["1"]
+    # The day whose labels just arrived (a week earlier) is scored by the champion.
+    assert reports["labelled_day"][0] == CLEAN[0] - dt.timedelta(days=7)
+    assert reports["labelled_average_precision"].min() > 0
+    html = data_dir / "monitoring" / "drift_reports" / f"{CLEAN[0]}.html"
+    assert html.read_text().lstrip().lower().startswith("<!doctype html") or "<html" in html.read_text()[:2000]
+    requests, _ = evaluate_sensor(instance, data_dir)
+    assert requests == []
+
+
+def test_drifted_days_trigger_exactly_one_retrain(project):
+    defs, instance, data_dir = project
+    _, cursor = evaluate_sensor(instance, data_dir)
+    run_daily(defs, instance, *DRIFTED)
+    event = instance.get_latest_materialization_event(dg.AssetKey("drift_report"))
+    assert event.asset_materialization.metadata["dataset_drift"] is not None
+
+    requests, cursor = evaluate_sensor(instance, data_dir, cursor)
+    [request] = requests
+    day = request.tags["fraud/drift_day"]
+    assert DRIFTED[0] <= dt.date.fromisoformat(day) <= DRIFTED[1]
+    assert request.run_key == f"drift-{day}"
+    assert "columns drifted" in request.tags["fraud/reason"]
+    assert json.loads(cursor)["last_trigger_day"] == day
+    again, _ = evaluate_sensor(instance, data_dir, cursor)
+    assert again == []  # evaluated again: nothing new
+
+    champion_before = registry.alias_version(client_for(data_dir), "champion")
+    config = request.run_config
+    config["ops"]["fraud_model"]["config"].update({"models": ["xgboost"], **FAST})
+    result = defs.resolve_job_def("retrain_job").execute_in_process(
+        instance=instance, run_config=config, tags=request.tags, raise_on_error=False
+    )
+    [evaluation] = result.asset_materializations_for_node("model_evaluation")
+    promoted = evaluation.metadata["promoted"].value
+    champion_after = registry.alias_version(client_for(data_dir), "champion")
+    assert champion_after == ("2" if promoted else champion_before)
+    assert result.success == promoted  # a refusal fails the blocking check
