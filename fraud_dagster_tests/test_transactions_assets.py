@@ -82,7 +82,7 @@ def downstream_of_validated(validated_transactions: pl.DataFrame) -> None:
     """Stands in for the features asset: it must not run when a blocking check fails."""
 
 
-def test_a_failed_blocking_check_stops_downstream_assets(data_dir, landing_dir, instance):
+def test_a_failed_blocking_check_stops_downstream_assets(data_dir, assets_dir, landing_dir, instance):
     _land(landing_dir, FIRST, _corrupt(handbook_frame(FIRST, 100), 20))
     defs = dg.Definitions.merge(
         make_definitions(local_resources(data_dir, LandingSource(landing_dir=str(landing_dir)))),
