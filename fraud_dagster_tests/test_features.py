@@ -172,3 +172,17 @@ def test_features_asset_reads_the_history_window(simulator_defs, instance, asset
         pl.col("tx_datetime").dt.date() >= next_day - dt.timedelta(days=SPEC.history_days())
     ).height + read_partition(assets_dir, "validated_transactions", next_day).height
     assert features_event.metadata["history_rows_read"].value == window
+
+
+def test_hour_of_day_counts_minutes_and_seconds():
+    transactions = pl.DataFrame({
+        "transaction_id": [1, 2],
+        "tx_datetime": [dt.datetime(2025, 3, 10, 14, 59, 59), dt.datetime(2025, 3, 10, 0, 3)],
+        "customer_id": [1, 2],
+        "terminal_id": [1, 2],
+        "tx_amount": [10.0, 20.0],
+    })
+    state = states_for_days(daily_aggregates(transactions.clear().with_columns(
+        tx_fraud=pl.lit(0, pl.Int8))), D - dt.timedelta(days=1), D - dt.timedelta(days=1), SPEC)
+    hours = features_for_day(transactions, state)["tx_hour"].to_list()
+    assert hours == pytest.approx([14 + 59 / 60 + 59 / 3600, 3 / 60])

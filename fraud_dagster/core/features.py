@@ -151,7 +151,8 @@ def features_for_day(transactions: pl.DataFrame, state: pl.DataFrame) -> pl.Data
     frame = frame.with_columns(pl.selectors.starts_with("c_", "t_").fill_null(0))
     seconds = (
         pl.col("tx_datetime").dt.hour().cast(pl.Float64) * 3600
-        + pl.col("tx_datetime").dt.minute() * 60
+        # Int8 minutes would wrap at 3 * 60 > 127: widen before multiplying.
+        + pl.col("tx_datetime").dt.minute().cast(pl.Float64) * 60
         + pl.col("tx_datetime").dt.second()
     )
     exprs = [
