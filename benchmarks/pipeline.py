@@ -5,15 +5,24 @@ feature_state (``ingest_job``).
 
     uv run python benchmarks/pipeline.py [--days 183]
 
-Prints one JSON object per line: each measured thing runs in its own subprocess so its peak memory is
-its own. Scenarios:
+Prints one JSON object per line. Each measured thing runs in its own subprocess, so its peak memory
+(``peak_rss_mb``, the process's maximum resident set, Python and Dagster included) is its own.
+Scenarios, in the order they run:
 
 - ``functions``: the pure functions alone (simulate, validate, features, write parquet), no Dagster:
   the floor.
-- ``dagster_single_run``: the ingest job over all days as ONE run, as a UI backfill makes it
-  (``BackfillPolicy.single_run``) into a temporary instance; per-step rows/s from the event log.
+- ``dagster_stage`` transactions, then features: ``ingest_job`` over all days as ONE run per stage,
+  as a UI backfill makes it (``BackfillPolicy.single_run``), into one temporary instance. Besides
+  wall time, rows/s and peak memory, each reports where its time went, from the run's event log
+  (``split_s``): creating the run (one planned event per asset and partition), start-up, loading the
+  inputs, computing, writing the files, and Dagster recording the materialisations (one event per
+  asset and partition).
+- ``features_functions``: what the features stage does without Dagster, on the same stored days:
+  read them with the IO manager's functions, ``batch_features``, write one file per asset and day.
 - ``dagster_run_per_day``: the same job one day per run, for a few days, to show what a backfill
   of one run per partition would cost (extrapolated to all days).
+
+Then one summary line per stage against its floor.
 """
 
 import argparse
@@ -29,10 +38,18 @@ import time
 from pathlib import Path
 
 START = dt.date(2025, 1, 1)
+FLOORS_S = {"transactions": 60, "features": 30}
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextlib.contextmanager
+def timed(seconds: dict, stage: str):
+    t0 = time.perf_counter()
+    yield
+    seconds[stage] = time.perf_counter() - t0
 
 
 def functions(days: int, root: Path) -> dict:
@@ -44,25 +61,18 @@ def functions(days: int, root: Path) -> dict:
 
     last = START + dt.timedelta(days=days - 1)
     seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def timed(stage: str):
-        t0 = time.perf_counter()
-        yield
-        seconds[stage] = time.perf_counter() - t0
-
-    with timed("simulate"):
+    with timed(seconds, "simulate"):
         simulator = Simulator(SimulatorConfig(drift_start=START + dt.timedelta(days=120)))
         raw = simulator.days(START, last).with_columns(
             partition_date=pl.col("tx_datetime").dt.date(),
             source=pl.lit("simulator"),
             parse_errors=pl.lit(None, dtype=pl.Utf8),
         )
-    with timed("validate"):
+    with timed(seconds, "validate"):
         validated = split_transactions(raw).validated
-    with timed("features"):
+    with timed(seconds, "features"):
         batch_features(validated, START, last, FeatureSpec())
-    with timed("write_parquet"):
+    with timed(seconds, "write_parquet"):
         out = root / "validated"
         out.mkdir(parents=True)
         by_day = validated.with_columns(d=pl.col("tx_datetime").dt.date()).partition_by(
@@ -77,6 +87,123 @@ def functions(days: int, root: Path) -> dict:
             for stage, s in seconds.items()
         },
         "wall_s": round(sum(seconds.values()), 2),
+    }
+
+
+def features_functions(days: int, root: Path) -> dict:
+    """The features stage's work without Dagster: the stored validated days of the
+    ``dagster_stage`` transactions run in, one file per asset and day out, with the IO manager's
+    own read, split and atomic write functions (and as many threads)."""
+    import polars as pl
+    from upath import UPath
+
+    from fraud_dagster.core.features import FeatureSpec, batch_features
+    from fraud_dagster.io_managers import (
+        PolarsParquetIOManager,
+        in_threads,
+        read_parquet,
+        split_by_day,
+        write_parquet_atomically,
+    )
+
+    threads = PolarsParquetIOManager.model_fields["threads"].default
+    stored = UPath(root / "data" / "assets" / "validated_transactions")
+    out = UPath(root / "features_functions")
+    last = START + dt.timedelta(days=days - 1)
+    seconds: dict[str, float] = {}
+    with timed(seconds, "read"):
+        paths = [stored / f"{START + dt.timedelta(days=i)}.parquet" for i in range(days)]
+        history = pl.concat(in_threads(read_parquet, paths, threads))
+    with timed(seconds, "compute"):
+        features, state = batch_features(history, START, last, FeatureSpec())
+    with timed(seconds, "write"):
+        for name, frame, column in (
+            ("transaction_features", features, "tx_datetime"),
+            ("feature_state", state, "state_date"),
+        ):
+            parts = split_by_day(frame, column)
+            in_threads(
+                lambda item, name=name: write_parquet_atomically(
+                    item[1], out / name / f"{item[0]}.parquet"
+                ),
+                parts.items(),
+                threads,
+            )
+    wall = sum(seconds.values())
+    return {
+        "rows": features.height,
+        "state_rows": state.height,
+        "wall_s": round(wall, 2),
+        "rows_per_s": round(features.height / wall),
+        "split_s": {stage: round(s, 2) for stage, s in seconds.items()},
+    }
+
+
+STAGES = {
+    "transactions": ("raw_transactions", "validated_transactions", "quarantined_transactions"),
+    "features": ("transaction_features", "feature_state"),
+}
+
+
+def _event_split(instance, run_id: str, called_at: float, returned_at: float) -> dict:
+    """Where a run's time went, from its event log's timestamps (seconds since the epoch).
+
+    Creating the run records one planned event per asset and partition before the run starts.
+    Dagster records an output's materialisations (one per partition) right after its IO manager's
+    ``handle_output`` returns, so for each output: writing = from STEP_OUTPUT to its first
+    ASSET_MATERIALIZATION, recording = from there to HANDLED_OUTPUT.
+    """
+    import dagster as dg
+
+    kinds = dg.DagsterEventType
+    entries = [r.event_log_entry for r in instance.get_records_for_run(run_id).records]
+    events = [
+        (e.timestamp, e.dagster_event_type, e.step_key) for e in entries if e.is_dagster_event
+    ]
+    run_start = next(t for t, kind, _ in events if kind == kinds.RUN_START)
+    run_end = next(t for t, kind, _ in events if kind == kinds.RUN_SUCCESS)
+    before = [t for t, _, _ in events if t < run_start] or [run_start]
+    loading = {step for _, kind, step in events if kind == kinds.LOADED_INPUT}
+    split = dict.fromkeys(
+        ["create_run", "planned_events", "start_up", "load_inputs", "compute", "write",
+         "record_materializations", "between_steps", "finish"],
+        0.0,
+    )
+    split["create_run"] = before[0] - called_at
+    split["planned_events"] = before[-1] - before[0]
+    previous, phase = before[-1], "start_up"
+    for t, kind, step in events:
+        if t < run_start:
+            continue
+        split[phase] += t - previous
+        previous = t
+        if kind == kinds.STEP_START:
+            phase = "load_inputs" if step in loading else "compute"
+        elif kind in (kinds.STEP_INPUT, kinds.HANDLED_OUTPUT):
+            phase = "compute"
+        elif kind == kinds.STEP_OUTPUT:
+            phase = "write"
+        elif kind == kinds.ASSET_MATERIALIZATION:
+            phase = "record_materializations"
+        elif kind == kinds.STEP_SUCCESS:
+            phase = "between_steps"
+    split["between_steps"] += returned_at - run_end
+    counts: dict[str, int] = {}
+    for _, kind, _ in events:
+        counts[kind.value] = counts.get(kind.value, 0) + 1
+    planned = counts.get(kinds.ASSET_MATERIALIZATION_PLANNED.value, 0)
+    materializations = counts.get(kinds.ASSET_MATERIALIZATION.value, 0)
+    return {
+        "split_s": {phase: round(s, 2) for phase, s in split.items()},
+        "events": {
+            "total": len(events),
+            "materialization_planned": planned,
+            "materialization": materializations,
+            "ms_per_planned_event": round(1000 * split["planned_events"] / max(planned, 1), 1),
+            "ms_per_materialization": round(
+                1000 * split["record_materializations"] / max(materializations, 1), 1
+            ),
+        },
     }
 
 
@@ -96,37 +223,83 @@ def _step_seconds(instance, run_id: str) -> dict[str, float]:
     return seconds
 
 
-STAGES = {
-    "transactions": ("raw_transactions", "validated_transactions", "quarantined_transactions"),
-    "features": ("transaction_features", "feature_state"),
-}
-
-
-def dagster_runs(days: int, root: Path, per_day: bool) -> dict:
-    """The transactions stage then the features stage, each as its own run(s) of ingest_job."""
-    os.environ["FRAUD_DATA_DIR"] = str(root / "data")
-    import dagster as dg
+def _rows(root: Path, asset: str) -> int:
     import polars as pl
 
+    files = str(root / "data" / "assets" / asset / "*.parquet")
+    return pl.scan_parquet(files).select(pl.len()).collect().item()
+
+
+def _ingest_job(root: Path):
+    os.environ["FRAUD_DATA_DIR"] = str(root / "data")
     from fraud_dagster.definitions import defs
+
+    return defs.resolve_job_def("ingest_job")
+
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def dagster_stage(stage: str, days: int, root: Path) -> dict:
+    """One stage of ingest_job over all days as one run, into the instance under ``root``
+    (the features stage reads what the transactions stage stored there)."""
+    import dagster as dg
+
     from fraud_dagster.partitions import partition_range_tags
 
-    job = defs.resolve_job_def("ingest_job")
+    job = _ingest_job(root)
+    home = root / "dagster"
+    home.mkdir(exist_ok=True)
+    assets = STAGES[stage]
     last = START + dt.timedelta(days=days - 1)
-    ranges = [(START + dt.timedelta(days=i),) * 2 for i in range(days)] if per_day else [(START, last)]
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        called_at, t0 = time.time(), time.perf_counter()
+        result = job.execute_in_process(
+            instance=instance,
+            tags=partition_range_tags(START, last),
+            run_config=QUIET,
+            asset_selection=[dg.AssetKey(a) for a in assets],
+        )
+        wall, returned_at = time.perf_counter() - t0, time.time()
+        assert result.success
+        steps = _step_seconds(instance, result.run_id)
+        split = _event_split(instance, result.run_id, called_at, returned_at)
+        materialized = {
+            a: len(instance.get_materialized_partitions(dg.AssetKey(a))) for a in assets
+        }
+    rows = _rows(root, assets[0])
+    return {
+        "stage": stage,
+        "wall_s": round(wall, 2),
+        "step_s": round(sum(steps.values()), 2),
+        "rows": rows,
+        "rows_per_s": round(rows / wall),
+        "steps_s": {step: round(s, 2) for step, s in steps.items()},
+        "partitions_materialized": materialized,
+        **split,
+    }
+
+
+def dagster_run_per_day(days: int, root: Path) -> dict:
+    """The transactions stage then the features stage, one run per day each."""
+    import dagster as dg
+
+    from fraud_dagster.partitions import partition_range_tags
+
+    job = _ingest_job(root)
     home = root / "dagster"
     home.mkdir()
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     out: dict = {"runs": 0, "stages": {}}
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         for stage, assets in STAGES.items():
             t0 = time.perf_counter()
             steps: dict[str, float] = {}
-            for first, end in ranges:
+            for i in range(days):
+                day = START + dt.timedelta(days=i)
                 result = job.execute_in_process(
                     instance=instance,
-                    tags=partition_range_tags(first, end),
-                    run_config=quiet,
+                    tags=partition_range_tags(day, day),
+                    run_config=QUIET,
                     asset_selection=[dg.AssetKey(a) for a in assets],
                 )
                 assert result.success
@@ -134,9 +307,7 @@ def dagster_runs(days: int, root: Path, per_day: bool) -> dict:
                 for step, s in _step_seconds(instance, result.run_id).items():
                     steps[step] = steps.get(step, 0.0) + s
             wall = time.perf_counter() - t0
-            rows = pl.scan_parquet(
-                str(root / "data" / "assets" / assets[0] / "*.parquet")
-            ).select(pl.len()).collect().item()
+            rows = _rows(root, assets[0])
             out["stages"][stage] = {
                 "wall_s": round(wall, 2),
                 "rows": rows,
@@ -146,58 +317,105 @@ def dagster_runs(days: int, root: Path, per_day: bool) -> dict:
     return out
 
 
-def measure(scenario: str, days: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
+def measure(scenario: str, days: int, root: Path | None, stage: str | None) -> dict:
+    with contextlib.ExitStack() as stack:
+        if root is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         if scenario == "functions":
             result = functions(days, root)
+        elif scenario == "features_functions":
+            result = features_functions(days, root)
+        elif scenario == "dagster_stage":
+            result = dagster_stage(stage, days, root)
         else:
-            result = dagster_runs(days, root, per_day=scenario == "dagster_run_per_day")
-    return {"scenario": scenario, "days": days, **result, "peak_rss_mb": round(peak_rss_mb())}
+            result = dagster_run_per_day(days, root)
+    return {
+        "scenario": scenario,
+        "days": days,
+        **result,
+        "peak_rss_mb": round(peak_rss_mb()),
+    }
+
+
+def _run(scenario: str, days: int, root: Path | None = None, stage: str | None = None) -> dict:
+    command = [sys.executable, __file__, "--scenario", scenario, "--days", str(days)]
+    command += ["--root", str(root)] if root else []
+    command += ["--stage", stage] if stage else []
+    out = subprocess.run(command, capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"{scenario} {stage or ''} failed:\n{out.stderr[-4000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(json.dumps(result), flush=True)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--days", type=int, default=183)
     parser.add_argument("--per-day-runs", type=int, default=3)
-    parser.add_argument("--scenario")
+    parser.add_argument(
+        "--scenario",
+        choices=["functions", "dagster_stage", "features_functions", "dagster_run_per_day"],
+    )
+    parser.add_argument("--stage", choices=list(STAGES))
+    parser.add_argument("--root", type=Path, help="data and instance folder shared by stages")
+    parser.add_argument(
+        "--only-stage",
+        choices=list(STAGES),
+        help="with --root holding the transactions stage already: run that stage alone",
+    )
     args = parser.parse_args()
     if args.scenario:
-        print(json.dumps(measure(args.scenario, args.days)))
+        print(json.dumps(measure(args.scenario, args.days, args.root, args.stage)))
+        return
+    if args.only_stage:
+        if args.only_stage == "features" and not args.root:
+            sys.exit("--only-stage features needs --root with the transactions stage in it")
+        with contextlib.ExitStack() as stack:
+            root = args.root or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            _run("dagster_stage", args.days, root, args.only_stage)
         return
 
-    results = {}
-    for scenario, days in (
-        ("functions", args.days),
-        ("dagster_single_run", args.days),
-        ("dagster_run_per_day", args.per_day_runs),
-    ):
-        out = subprocess.run(
-            [sys.executable, __file__, "--scenario", scenario, "--days", str(days)],
-            capture_output=True, text=True,
-        )
-        if out.returncode:
-            sys.exit(f"{scenario} failed:\n{out.stderr[-4000:]}")
-        results[scenario] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(json.dumps(results[scenario]), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        shared = Path(tmp)
+        functions_only = _run("functions", args.days)
+        stages = {
+            "transactions": _run("dagster_stage", args.days, shared, "transactions"),
+            "features": _run("dagster_stage", args.days, shared, "features"),
+        }
+        features_only = _run("features_functions", args.days, shared)
+    per_day = _run("dagster_run_per_day", args.per_day_runs)["stages"]
 
-    single, per_day = results["dagster_single_run"]["stages"], results["dagster_run_per_day"]["stages"]
-    for stage, floor in (("transactions", 60), ("features", 30)):
+    pure = functions_only["stages"]
+    baselines = {
+        "transactions": {
+            "functions_s": round(pure["simulate"]["seconds"] + pure["validate"]["seconds"], 2),
+        },
+        "features": {
+            "functions_s": pure["features"]["seconds"],
+            "functions_with_io_s": features_only["wall_s"],
+            "functions_with_io_split_s": features_only["split_s"],
+            "functions_with_io_peak_rss_mb": features_only["peak_rss_mb"],
+        },
+    }
+    for stage, floor in FLOORS_S.items():
+        run = stages[stage]
         print(json.dumps({
             "summary": f"{stage}: single-run backfill vs baselines",
             "days": args.days,
-            "single_run_wall_s": single[stage]["wall_s"],
-            "functions_only_s": {
-                "transactions": results["functions"]["stages"]["simulate"]["seconds"]
-                + results["functions"]["stages"]["validate"]["seconds"],
-                "features": results["functions"]["stages"]["features"]["seconds"],
-            }[stage],
+            "rows": run["rows"],
+            "single_run_wall_s": run["wall_s"],
+            "single_run_step_s": run["step_s"],
+            "single_run_rows_per_s": run["rows_per_s"],
+            "single_run_peak_rss_mb": run["peak_rss_mb"],
+            "single_run_split_s": run["split_s"],
+            **baselines[stage],
             "run_per_day_wall_s_extrapolated": round(
                 per_day[stage]["wall_s"] / args.per_day_runs * args.days, 1
             ),
             "floor_wall_s": floor,
-            "meets_floor": single[stage]["wall_s"] < floor,
-        }))
+            "meets_floor": run["wall_s"] < floor,
+        }), flush=True)
 
 
 if __name__ == "__main__":

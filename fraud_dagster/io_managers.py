@@ -9,7 +9,8 @@ never leaves a half-written file and a failed run leaves the previous good file 
 import datetime as dt
 import pickle
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 import dagster as dg
@@ -30,8 +31,13 @@ def write_atomically(path: UPath, write: Callable[[BinaryIO], None]) -> None:
             tmp.unlink()
 
 
+PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1}
+"""zstd at its fastest level: about a quarter less CPU to write than polars' default (level 3) for
+files a few percent larger."""
+
+
 def write_parquet_atomically(frame: pl.DataFrame, path: UPath) -> None:
-    write_atomically(path, frame.write_parquet)
+    write_atomically(path, lambda handle: frame.write_parquet(handle, **PARQUET_OPTIONS))
 
 
 def read_parquet(path: UPath) -> pl.DataFrame:
@@ -41,10 +47,43 @@ def read_parquet(path: UPath) -> pl.DataFrame:
         return pl.read_parquet(handle)
 
 
+def split_by_day(frame: pl.DataFrame, column: str) -> dict[dt.date | None, pl.DataFrame]:
+    """The rows of each day of ``column`` (a date or datetime), in their order in ``frame``.
+
+    A frame whose days each come as one block of rows (a frame built day by day, as the assets
+    return) is cut into slices without copying; any other is regrouped.
+    """
+    days = frame.get_column(column).cast(pl.Date)
+    runs = days.rle()
+    run_days, run_lengths = runs.struct.field("value"), runs.struct.field("len")
+    if run_days.n_unique() < run_days.len():
+        parts = frame.with_columns(days.alias("__day")).partition_by(
+            "__day", as_dict=True, include_key=False
+        )
+        return {day: part for (day,), part in parts.items()}
+    parts, start = {}, 0
+    for day, length in zip(run_days.to_list(), run_lengths.to_list(), strict=True):
+        parts[day] = frame.slice(start, length)
+        start += length
+    return parts
+
+
+def in_threads(function: Callable, items: Iterable, threads: int) -> list:
+    """``[function(item) for item in items]``, ``threads`` at a time: polars encodes and decodes
+    parquet outside the GIL, so files go in parallel. The first error is raised."""
+    items = list(items)
+    if threads <= 1 or len(items) <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
+        return list(pool.map(function, items))
+
+
 class PolarsParquetIOManager(dg.ConfigurableIOManager):
     """Stores each asset under ``<base_path>/<asset key>/`` as ``<partition>.parquet``."""
 
     base_path: str
+    threads: int = 4
+    """Partition files read or written at once."""
 
     def _asset_dir(self, context: dg.InputContext | dg.OutputContext) -> UPath:
         return UPath(self.base_path).joinpath(*context.asset_key.path)
@@ -65,22 +104,23 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
                 f"{context.asset_key.to_user_string()} is partitioned: give it a"
                 " 'partition_expr' metadata entry naming its date column"
             )
-        day = pl.col(column).cast(pl.Date)
         keys = context.asset_partition_keys
         wanted = {dt.date.fromisoformat(key): key for key in keys}
-        outside = obj.filter(~day.is_in(list(wanted)))
-        if outside.height:
+        parts = split_by_day(obj, column)
+        outside = sum(part.height for day, part in parts.items() if day not in wanted)
+        if outside:
             raise dg.DagsterInvariantViolationError(
-                f"{outside.height} rows of {context.asset_key.to_user_string()} have a"
-                f" {column} outside the partitions {keys[0]}..{keys[-1]}"
+                f"{outside} rows of {context.asset_key.to_user_string()} have a"
+                f" {column} outside the partitions {keys[0]}..{keys[-1]} (or none)"
             )
-        parts = obj.with_columns(day.alias("__day")).partition_by(
-            "__day", as_dict=True, include_key=False
+        # A day with no rows still gets its (empty) file, so downstream reads find it.
+        in_threads(
+            lambda day_key: write_parquet_atomically(
+                parts.get(day_key[0], obj.clear()), self._partition_path(context, day_key[1])
+            ),
+            wanted.items(),
+            self.threads,
         )
-        for part_day, key in wanted.items():
-            # A day with no rows still gets its (empty) file, so downstream reads find it.
-            part = parts.get((part_day,), obj.clear())
-            write_parquet_atomically(part, self._partition_path(context, key))
         context.add_output_metadata(
             {"dagster/row_count": obj.height, "path": str(self._asset_dir(context))}
         )
@@ -99,7 +139,7 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
                     f" {context.asset_key.to_user_string()} are not materialised: {missing[:10]}"
                 )
             paths = [p for p in paths if p.exists()]
-        frames = [read_parquet(path) for path in paths]
+        frames = in_threads(read_parquet, paths, self.threads)
         return pl.concat(frames, how="vertical") if frames else pl.DataFrame()
 
 

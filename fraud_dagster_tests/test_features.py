@@ -174,6 +174,30 @@ def test_features_asset_reads_the_history_window(simulator_defs, instance, asset
     assert features_event.metadata["history_rows_read"].value == window
 
 
+def test_the_batch_features_are_features_for_day_on_each_day(history):
+    """The batch path runs features_for_day's code on all days at once: same rows, same order."""
+    one = dt.timedelta(days=1)
+    first, last = D - 3 * one, D + 2 * one
+    features, states = batch_features(history, first - one, last, SPEC)
+    day = pl.col("tx_datetime").dt.date()
+    expected = pl.concat(
+        features_for_day(
+            history.filter(day == first + i * one),
+            states.filter(pl.col("state_date") == first + (i - 1) * one),
+        )
+        for i in range((last - first).days + 1)
+    )
+    assert_frame_equal(features.filter(day >= first), expected, check_exact=True)
+
+
+def test_states_come_day_by_day_customers_then_terminals_by_id(history):
+    """So the IO manager cuts each day's feature_state file out without regrouping."""
+    states = states_for_days(daily_aggregates(history), D - dt.timedelta(days=3), D, SPEC)
+    order = states.sort("state_date", "entity", "customer_id", "terminal_id", maintain_order=True)
+    assert states.height > 0
+    assert states.equals(order)
+
+
 def test_hour_of_day_counts_minutes_and_seconds():
     transactions = pl.DataFrame({
         "transaction_id": [1, 2],

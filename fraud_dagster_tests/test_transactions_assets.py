@@ -4,11 +4,13 @@ import datetime as dt
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from fraud_dagster.assets.transactions import validated_transactions
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
 from fraud_dagster.definitions import local_resources, make_definitions
-from fraud_dagster.partitions import partition_range_tags
+from fraud_dagster.io_managers import PolarsParquetIOManager
+from fraud_dagster.partitions import daily_partitions, partition_range_tags
 from fraud_dagster.resources import LandingSource
 from fraud_dagster_tests.conftest import SMALL_SIMULATOR, read_partition, run_ingest
 from fraud_dagster_tests.landing_files import handbook_frame
@@ -149,3 +151,38 @@ def test_the_checks_judge_the_stored_files(simulator_defs, instance, assets_dir)
     }
     assert verdicts["transaction_ids_unique"].metadata["repeated_ids"].value == 3
     assert verdicts["timestamps_inside_day"].metadata["rows_outside_their_day"].value == 2
+
+
+def _store_days(base_path, frame: pl.DataFrame, first: dt.date, last: dt.date):
+    """What a single-run backfill of first..last does with an asset's frame."""
+    context = dg.build_output_context(
+        asset_key="daily_asset",
+        definition_metadata={"partition_expr": "day"},
+        asset_partitions_def=daily_partitions,
+        asset_partition_key_range=dg.PartitionKeyRange(first.isoformat(), last.isoformat()),
+    )
+    PolarsParquetIOManager(base_path=str(base_path)).handle_output(context, frame)
+    return base_path / "daily_asset"
+
+
+def test_each_day_file_keeps_its_rows_in_order_whatever_the_frame_order(tmp_path):
+    days = [FIRST + dt.timedelta(days=i) for i in range(3)]
+    day_by_day = pl.DataFrame({"day": [days[0]] * 2 + [days[2]] * 3, "x": [1, 2, 3, 4, 5]})
+    interleaved = day_by_day[[2, 0, 3, 1, 4]]
+    for name, frame in (("day_by_day", day_by_day), ("interleaved", interleaved)):
+        folder = _store_days(tmp_path / name, frame, days[0], days[-1])
+        assert sorted(p.name for p in folder.iterdir()) == [f"{d}.parquet" for d in days]
+        for day in days:  # days[1] has no rows: its file is empty
+            stored = pl.read_parquet(folder / f"{day}.parquet")
+            assert stored.equals(frame.filter(pl.col("day") == day))
+
+
+def test_rows_outside_the_run_days_or_without_a_day_are_not_written(tmp_path):
+    later = FIRST + dt.timedelta(days=5)
+    for frame in (
+        pl.DataFrame({"day": [FIRST, later], "x": [1, 2]}),
+        pl.DataFrame({"day": [FIRST, None], "x": [1, 2]}, schema={"day": pl.Date, "x": pl.Int64}),
+    ):
+        with pytest.raises(dg.DagsterInvariantViolationError, match="1 rows of daily_asset"):
+            _store_days(tmp_path, frame, FIRST, FIRST)
+    assert not (tmp_path / "daily_asset").exists()

@@ -3,9 +3,10 @@
 A transaction on day D is described by its own fields and by aggregates of history up to the end of
 day D-1 (labels only for days at least ``label_delay`` old). Those aggregates are the *feature
 state as of D-1*: one row per customer and one per terminal seen lately.
-``features_for_day(transactions, state)`` is the one function that turns raw transactions and a state
-into features; the batch path builds every day's state from history (``states_for_days``), the online
-path loads the state that the batch path stored. Nothing here knows about Dagster.
+``features_for_day(transactions, state)`` turns raw transactions and a state into features; the
+batch path builds every day's state from history (``states_for_days``) and runs the same code on all
+days at once, each transaction joined with the state of its own previous day; the online path loads
+the state that the batch path stored. Nothing here knows about Dagster.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+import numpy as np
 import polars as pl
 
 CUSTOMER_WINDOWS = (1, 7, 30)
@@ -69,36 +71,87 @@ def daily_aggregates(transactions: pl.DataFrame) -> pl.DataFrame:
 def states_for_days(
     daily: pl.DataFrame, first: dt.date, last: dt.date, spec: FeatureSpec = FeatureSpec()
 ) -> pl.DataFrame:
-    """The feature state at the end of each day ``first``..``last``.
+    """The feature state at the end of each day ``first``..``last``, in ``state_date`` order.
 
     The state at the end of day X is what features for day X+1 may use: one ``customer`` row per
     customer active in the last ``history_days`` (the ``c_*`` window sums, known frauds counted only
     for days at least ``label_delay`` old) and one ``terminal`` row per active terminal (the ``t_*``
     sums over windows ending ``label_delay`` days before X). Each entity's daily sums are laid on a
-    dense day grid, so every window is a rolling sum over a fixed number of rows and a backfill of
-    months costs about as much as a few single days.
+    dense grid of days, so every window is a fixed number of grid rows (counts as differences of
+    running totals, amounts as polars rolling sums) and a backfill of months costs about as much as
+    a few single days. Within a day come the customers by id, then the terminals by id, so each
+    day's state is one contiguous block of rows.
     """
     history = spec.history_days()
-    grid_days = pl.date_range(first - dt.timedelta(days=history), last, "1d", eager=True).alias("day")
+    grid_days = pl.date_range(first - dt.timedelta(days=history), last, "1d", eager=True)
+    n_grid, n_out = grid_days.len(), (last - first).days + 1
     known_shift = spec.label_delay
 
     def rolled(key: str, windows: dict[str, tuple[str, int, int]]) -> pl.DataFrame:
-        per_day = daily.group_by(key, "day").agg(pl.col(c).sum() for c in _DAILY_SUMS)
-        grid = (
-            per_day.select(key).unique().join(grid_days.to_frame(), how="cross")
-            .join(per_day, on=[key, "day"], how="left")
-            .with_columns(pl.col(c).fill_null(0) for c in _DAILY_SUMS)
-            .sort(key, "day")
-        )
-        exprs = [
-            pl.col(column).rolling_sum(w, min_samples=1).shift(shift).over(key).alias(name)
-            for name, (column, w, shift) in windows.items()
-        ]
-        active = pl.col("n").rolling_sum(history, min_samples=1).over(key) > 0
+        keys = daily.get_column(key).unique().sort()
+        n_keys = keys.len()
+
+        def on_grid(frame: pl.DataFrame, columns: list[str], add: bool) -> dict[str, np.ndarray]:
+            """``frame``'s columns summed onto the grid: one row per grid day and key, day by day
+            (row = day_index * n_keys + key_index); 0 where a key has no transactions."""
+            day = frame.select((pl.col("day") - grid_days[0]).dt.total_days()).to_series()
+            day = day.to_numpy()
+            inside = (day >= 0) & (day < n_grid)
+            key_index = frame.get_column(key).replace_strict(
+                keys, pl.int_range(0, n_keys, eager=True), return_dtype=pl.Int64
+            )
+            rows = day[inside] * n_keys + key_index.to_numpy()[inside]
+            grids = {}
+            for c in columns:
+                values = frame.get_column(c).to_numpy()[inside]
+                grids[c] = np.zeros(n_grid * n_keys, dtype=values.dtype)
+                if add:
+                    np.add.at(grids[c], rows, values)
+                else:  # one row per (key, day)
+                    grids[c][rows] = values
+                grids[c] = grids[c].reshape(n_grid, n_keys)
+            return grids
+
+        used = {column for column, _, _ in windows.values()} | {"n"}
+        floats = [c for c in _DAILY_SUMS if c in used and daily.schema[c].is_float()]
+        # Integer sums are exact in any order: summed straight onto the grid, and their windows
+        # are differences of running totals along each key's days.
+        ints = [c for c in _DAILY_SUMS if c in used and c not in floats]
+        totals = {}
+        for c, grid in on_grid(daily, ints, add=True).items():
+            running = grid.cumsum(axis=0)
+            totals[c] = np.concatenate([np.zeros((1, n_keys), running.dtype), running])
+        ends = np.arange(n_grid - n_out, n_grid)  # the grid days first..last
+
+        def window(c: str, w: int, shift: int) -> np.ndarray:
+            """Sums over the w days ending ``shift`` days before each output day, day by day."""
+            last_day = ends - shift
+            return (totals[c][last_day + 1] - totals[c][np.maximum(last_day + 1 - w, 0)]).ravel()
+
+        out = pl.int_range(0, n_keys * n_out, eager=True)
+        columns = {key: keys.gather(out % n_keys)}
+        if floats:
+            # Float sums keep polars' grouped sums and its (compensated) rolling sums, over a
+            # key-by-key copy of the grid.
+            per_day = daily.group_by(key, "day").agg(pl.col(c).sum() for c in floats)
+            grid = pl.DataFrame(
+                {key: keys.gather(pl.int_range(0, n_keys * n_grid, eager=True) // n_grid)}
+                | {c: g.T.ravel() for c, g in on_grid(per_day, floats, add=False).items()}
+            )
+            rolled_floats = grid.select(
+                pl.col(column).rolling_sum(w, min_samples=1).shift(shift).over(key).alias(name)
+                for name, (column, w, shift) in windows.items()
+                if column in floats
+            ).gather((out % n_keys) * n_grid + (n_grid - n_out) + out // n_keys)
+        for name, (column, w, shift) in windows.items():
+            columns[name] = (
+                rolled_floats.get_column(name) if column in floats else window(column, w, shift)
+            )
+        active = window("n", history, 0) > 0
         return (
-            grid.with_columns(*exprs, active.alias("_active"))
-            .filter(pl.col("day").is_between(first, last) & pl.col("_active"))
-            .select(key, *windows, pl.col("day").alias("state_date"))
+            pl.DataFrame(columns)
+            .with_columns(state_date=grid_days.gather(n_grid - n_out + out // n_keys))
+            .filter(active)
         )
 
     customer_windows = {}
@@ -115,15 +168,21 @@ def states_for_days(
             f"t_n_{w}d": ("n", w, known_shift),
             f"t_frauds_{w}d": ("frauds", w, known_shift),
         }
-    customers = rolled("customer_id", customer_windows)
-    terminals = rolled("terminal_id", terminal_windows)
-    return pl.concat(
-        [
-            customers.with_columns(entity=pl.lit("customer")),
-            terminals.with_columns(entity=pl.lit("terminal")),
-        ],
-        how="diagonal_relaxed",
-    )
+    customers = rolled("customer_id", customer_windows).with_columns(entity=pl.lit("customer"))
+    terminals = rolled("terminal_id", terminal_windows).with_columns(entity=pl.lit("terminal"))
+    # Interleave the two day by day: slices of both, concatenated without copying.
+    days = grid_days[n_grid - n_out:]
+    blocks = []
+    for part in (customers, terminals):
+        counts = part.get_column("state_date").value_counts(sort=False)
+        rows_of = dict(zip(counts["state_date"], counts["count"], strict=True))
+        offsets, start = {}, 0
+        for day in days:
+            offsets[day] = (start, rows_of.get(day, 0))
+            start += rows_of.get(day, 0)
+        blocks.append((part, offsets))
+    slices = [frame.slice(*offsets[day]) for day in days for frame, offsets in blocks]
+    return pl.concat(slices or [customers, terminals], how="diagonal_relaxed")
 
 
 def _std(n: pl.Expr, total: pl.Expr, total_sq: pl.Expr) -> pl.Expr:
@@ -137,16 +196,25 @@ def features_for_day(transactions: pl.DataFrame, state: pl.DataFrame) -> pl.Data
     Unknown customers and terminals get counts of 0, means and risks of 0, and
     ``amount_to_customer_mean_30d`` of 0: the same for the batch and the online path.
     """
+    return _features(transactions, state)
+
+
+def _features(
+    transactions: pl.DataFrame, state: pl.DataFrame, on: tuple[str, ...] = ()
+) -> pl.DataFrame:
+    """``features_for_day``, the state joined on each entity's id and on the columns ``on`` too (the
+    batch path joins every transaction with the state of its own previous day in one go). Rows keep
+    the order of ``transactions``."""
     customers = state.filter(pl.col("entity") == "customer").select(
-        "customer_id", pl.selectors.starts_with("c_")
+        "customer_id", *on, pl.selectors.starts_with("c_")
     )
     terminals = state.filter(pl.col("entity") == "terminal").select(
-        "terminal_id", pl.selectors.starts_with("t_")
+        "terminal_id", *on, pl.selectors.starts_with("t_")
     )
     frame = (
-        transactions.select(*KEY_COLUMNS, "tx_amount")
-        .join(customers, on="customer_id", how="left")
-        .join(terminals, on="terminal_id", how="left")
+        transactions.select(*KEY_COLUMNS, "tx_amount", *on)
+        .join(customers, on=["customer_id", *on], how="left", maintain_order="left")
+        .join(terminals, on=["terminal_id", *on], how="left", maintain_order="left")
     )
     frame = frame.with_columns(pl.selectors.starts_with("c_", "t_").fill_null(0))
     seconds = (
@@ -191,17 +259,20 @@ def batch_features(
     """Features for every transaction of days ``first``..``last`` and the state at the end of each.
 
     ``history`` holds validated transactions from ``first - spec.history_days()`` to ``last``; each
-    day's features see only the state as of the day before, as the online service does.
+    day's features see only the state as of the day before, as the online service does: the same
+    computation as ``features_for_day`` for each day, done for all days at once. Rows come day by
+    day, in their order in ``history`` within a day; states in ``state_date`` order.
     """
     states = states_for_days(daily_aggregates(history), first - dt.timedelta(days=1), last, spec)
-    states_by_day = states.partition_by("state_date", as_dict=True)
-    by_day = history.with_columns(_day=pl.col("tx_datetime").dt.date()).partition_by(
-        "_day", as_dict=True, include_key=False
+    day = pl.col("tx_datetime").dt.date()
+    transactions = history.filter(day.is_between(first, last))
+    if not transactions.get_column("tx_datetime").dt.date().is_sorted():
+        transactions = transactions.sort(day, maintain_order=True)
+    features = _features(
+        transactions.with_columns(_state_date=day - dt.timedelta(days=1)),
+        states.rename({"state_date": "_state_date"}),
+        on=("_state_date",),
     )
-    features = []
-    day = first
-    while day <= last:
-        previous = states_by_day.get((day - dt.timedelta(days=1),), states.clear())
-        features.append(features_for_day(by_day.get((day,), history.clear()), previous))
-        day += dt.timedelta(days=1)
-    return pl.concat(features), states.filter(pl.col("state_date") >= first)
+    # states is in state_date order: the day before ``first`` is its first rows.
+    before = (states.get_column("state_date") < first).sum()
+    return features, states.slice(before)
