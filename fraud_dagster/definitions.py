@@ -7,7 +7,7 @@ import dagster as dg
 from fraud_dagster import settings
 from fraud_dagster.alerts import AlertSink
 from fraud_dagster.assets.monitoring import ModelRegistry
-from fraud_dagster.assets import features, model, monitoring, transactions
+from fraud_dagster.assets import features, model, monitoring, serving, transactions
 from fraud_dagster.checks import validation_checks
 from fraud_dagster.io_managers import DailyTables, PickleIOManager, PolarsParquetIOManager
 from fraud_dagster.jobs import daily_ingest, daily_job, ingest_job, retrain_job
@@ -36,7 +36,8 @@ def transaction_source():
 
 
 def local_resources(
-    data_dir: Path, source: TransactionSource, mlflow_tracking_uri: str | None = None
+    data_dir: Path, source: TransactionSource, mlflow_tracking_uri: str | None = None,
+    bentoml_home: Path | None = None,
 ) -> dict:
     """Everything under one data root: parquet per asset and day, the trained model, MLflow's
     tracking and registry (SQLite) and artifacts, drift reports, alerts."""
@@ -47,6 +48,7 @@ def local_resources(
         "io_manager": PolarsParquetIOManager(base_path=assets),
         "daily_tables": DailyTables(base_path=assets),
         "model_io_manager": PickleIOManager(base_path=str(data_dir / "models")),
+        "bento_store": serving.BentoStore(home=str(bentoml_home or data_dir / "bentoml")),
         "transaction_source": source,
         "model_registry": ModelRegistry(tracking_uri=tracking_uri,
                                         monitoring_dir=str(data_dir / "monitoring")),
@@ -63,12 +65,13 @@ def local_resources(
 
 def default_resources() -> dict:
     """The embedded local defaults; the environment variables in README override them."""
-    return local_resources(settings.data_dir(), transaction_source(), settings.mlflow_tracking_uri())
+    return local_resources(settings.data_dir(), transaction_source(), settings.mlflow_tracking_uri(),
+                           serving.bentoml_home_from_env())
 
 
 def make_definitions(resources: dict) -> dg.Definitions:
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([transactions, features, model, monitoring]),
+        assets=dg.load_assets_from_modules([transactions, features, model, serving, monitoring]),
         asset_checks=validation_checks,
         jobs=[ingest_job, daily_job, retrain_job],
         schedules=[daily_ingest],

@@ -1,0 +1,113 @@
+"""The champion, exported into the BentoML model store with everything the online service needs."""
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import dagster as dg
+from dagster_mlflow.resources import MlFlow
+
+from fraud_dagster import registry
+from fraud_dagster.core.scoring import save_model_dir
+from fraud_dagster.io_managers import DailyTables
+
+# BentoML reports usage to its vendor unless told not to; this project talks to no one.
+# (BentoML itself is imported where it is used: it adds seconds to every load of the definitions.)
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+
+FEATURE_STATE = dg.AssetKey("feature_state")
+BENTO_MODEL_NAME = "fraud_model"
+
+
+def bentoml_home_from_env() -> Path | None:
+    """``BENTOML_HOME``, BentoML's own variable, when set."""
+    value = os.environ.get("BENTOML_HOME")
+    return Path(value).resolve() if value else None
+
+
+class BentoStore(dg.ConfigurableResource):
+    """A BentoML home folder; models live in ``<home>/models`` (what ``BENTOML_HOME`` points at)."""
+
+    home: str
+
+    def model_store(self):
+        from bentoml._internal.models import ModelStore
+
+        folder = Path(self.home) / "models"
+        folder.mkdir(parents=True, exist_ok=True)
+        return ModelStore(str(folder))
+
+
+class BentoModelConfig(dg.Config):
+    state_date: str | None = None
+    """Day (ISO date) whose end-of-day ``feature_state`` is bundled: the service computes exact
+    features for transactions of the next day. Default: the latest materialised day."""
+
+
+def _state_date(instance: dg.DagsterInstance, config: BentoModelConfig) -> dt.date:
+    if config.state_date:
+        return dt.date.fromisoformat(config.state_date)
+    days = instance.get_materialized_partitions(FEATURE_STATE)
+    if not days:
+        raise dg.Failure("feature_state has no materialised day yet: run ingest_job first")
+    return dt.date.fromisoformat(max(days))
+
+
+@dg.asset(
+    deps=["model_evaluation", FEATURE_STATE],
+    group_name="model",
+    kinds={"bentoml"},
+)
+def bento_model(
+    context: dg.AssetExecutionContext,
+    config: BentoModelConfig,
+    daily_tables: DailyTables,
+    mlflow: dg.ResourceParam[MlFlow],
+    bento_store: BentoStore,
+) -> dg.MaterializeResult:
+    """The MLflow ``champion`` in the BentoML model store as ``fraud_model``: its pipeline,
+    threshold and feature list, the ``feature_state`` of one day, the library versions, and labels
+    naming its Dagster run, MLflow run, registered version and training window.
+
+    Runs after ``model_evaluation``, whose blocking check stops it when no model was promoted."""
+    import bentoml
+
+    client = mlflow.tracking_client
+    version = registry.alias_version(client, registry.CHAMPION)
+    if version is None:
+        raise dg.Failure("there is no champion model yet: materialise fraud_model and"
+                         " model_evaluation first")
+    champion = registry.load_version(client, version)
+    day = _state_date(context.instance, config)
+    state = daily_tables.read_days(FEATURE_STATE, [day])
+    lineage = {
+        "registered_model": registry.REGISTERED_MODEL,
+        "registered_version": champion.version,
+        "mlflow_run_id": champion.run_id,
+        "candidate": champion.tags.get("candidate", ""),
+        "train_window": champion.tags.get("train_window", ""),
+        "test_window": champion.tags.get("test_window", ""),
+        "training_dagster_run_id": champion.tags.get("dagster_run_id", ""),
+        "export_dagster_run_id": context.run.run_id,
+    }
+    with bentoml.models.create(
+        BENTO_MODEL_NAME,
+        labels={**lineage, "state_date": day.isoformat()},
+        _model_store=bento_store.model_store(),
+    ) as model:
+        info = save_model_dir(
+            Path(model.path), champion.pipeline, state, threshold=champion.threshold,
+            feature_columns=champion.feature_columns, info=lineage,
+        )
+        model.info.metadata.update(info)
+    context.log.info(f"exported champion v{champion.version} with the state of {day}"
+                     f" as {model.tag}")
+    return dg.MaterializeResult(metadata={
+        "bentoml_tag": str(model.tag),
+        "model_store": bento_store.home,
+        "state_date": day.isoformat(),
+        "state_rows": state.height,
+        "threshold": champion.threshold,
+        **{key: value for key, value in lineage.items() if key != "registered_model"},
+        "libraries": dg.MetadataValue.json(info["libraries"]),
+    })

@@ -1,0 +1,231 @@
+"""Scoring, micro-batching and the prediction log, without a server: the service's pure parts."""
+
+import asyncio
+import datetime as dt
+import json
+import time
+
+import numpy as np
+import polars as pl
+import pytest
+import xgboost
+
+from fraud_dagster.core.features import (
+    FEATURE_COLUMNS, KEY_COLUMNS, batch_features, features_for_day)
+from fraud_dagster.core.microbatch import MicroBatcher
+from fraud_dagster.core.prediction_api import (
+    ScoringJob, answer_jobs, batch_body, facts, prediction_body)
+from fraud_dagster.core.prediction_log import PredictionLog
+from fraud_dagster.core.schema import REQUIRED_COLUMNS
+from fraud_dagster.core.scoring import Scorer, save_model_dir
+from fraud_dagster.core.simulator import Simulator, SimulatorConfig
+from fraud_dagster.core.training import CandidateSettings, make_pipeline
+
+DAY = dt.date(2025, 2, 20)
+
+
+@pytest.fixture(scope="module")
+def history():
+    """Features of ten days, the state at the end of the day before ``DAY`` and ``DAY``'s rows."""
+    simulator = Simulator(SimulatorConfig(n_customers=300, n_terminals=600))
+    transactions = simulator.days(DAY - dt.timedelta(days=50), DAY)
+    features, states = batch_features(transactions, DAY - dt.timedelta(days=9), DAY)
+    labelled = features.join(transactions.select("transaction_id", "tx_fraud"), on="transaction_id")
+    state = states.filter(pl.col("state_date") == DAY - dt.timedelta(days=1))
+    day = transactions.filter(pl.col("tx_datetime").dt.date() == DAY)
+    return labelled, state, day
+
+
+def scorer_for(candidate: str, history, tmp_path, exact: bool = False) -> Scorer:
+    labelled, state, _ = history
+    x = labelled.select(FEATURE_COLUMNS).to_numpy()
+    y = labelled["tx_fraud"].to_numpy()
+    settings = CandidateSettings(forest_trees=10, resampled_fraud_ratio=0.9)
+    pipeline = make_pipeline(candidate, settings, y).fit(x, y)
+    save_model_dir(tmp_path, pipeline, state, threshold=0.5, feature_columns=FEATURE_COLUMNS,
+                   info={"registered_version": "3"})
+    return Scorer.load(tmp_path, exact_contributions=exact)
+
+
+def test_scores_come_back_in_request_order_with_the_batch_features(history, tmp_path):
+    _, state, day = history
+    scorer = scorer_for("xgboost+none", history, tmp_path)
+    shuffled = day.sample(fraction=1.0, shuffle=True, seed=1)
+    requests = pl.concat([shuffled, shuffled.head(3)])  # repeated ids are scored again
+    scored = scorer.score(requests)
+    assert scored.features["transaction_id"].to_list() == requests["transaction_id"].to_list()
+    expected = features_for_day(day, state)
+    got = scored.features.unique("transaction_id", keep="first")
+    assert got.sort("transaction_id").select(*KEY_COLUMNS, *FEATURE_COLUMNS).equals(
+        expected.sort("transaction_id"))
+    direct = scorer.pipeline.predict_proba(scored.features.select(FEATURE_COLUMNS).to_numpy())
+    assert np.array_equal(scored.probability, direct[:, 1])
+    assert np.array_equal(scored.is_fraud, direct[:, 1] >= 0.5)
+
+
+def test_each_transaction_scored_alone_gets_exactly_its_whole_day_features(history, tmp_path):
+    """polars divides short and long columns differently in the last bit: a request must get the
+    bits the batch asset, which computes whole days, stores."""
+    _, state, day = history
+    scorer = scorer_for("xgboost+none", history, tmp_path)
+    whole_day = features_for_day(day, state).select(*KEY_COLUMNS, *FEATURE_COLUMNS)
+    alone = pl.concat([scorer.features(day.slice(i, 1)) for i in range(day.height)])
+    assert alone.select(*KEY_COLUMNS, *FEATURE_COLUMNS).equals(whole_day)
+    in_twos = pl.concat([scorer.features(day.slice(i, 2)) for i in range(0, day.height, 2)])
+    assert in_twos.select(*KEY_COLUMNS, *FEATURE_COLUMNS).equals(whole_day)
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_xgboost_contributions_are_its_own_and_add_up_to_the_log_odds(history, tmp_path, exact):
+    scorer = scorer_for("xgboost+none", history, tmp_path, exact)
+    scored = scorer.score(history[2].head(50))
+    x = xgboost.DMatrix(scored.features.select(FEATURE_COLUMNS).to_numpy())
+    booster = scorer.classifier.get_booster()
+    contribs = booster.predict(x, pred_contribs=True, approx_contribs=not exact)
+    assert np.array_equal(scored.contributions, contribs[:, :-1])
+    assert np.allclose(contribs.sum(axis=1), booster.predict(x, output_margin=True), atol=1e-4)
+    assert ("exact TreeSHAP" in scorer.contribution_note) == exact
+    top = scored.top_contributions(3).to_list()[0]
+    assert [c["feature"] for c in top] == [FEATURE_COLUMNS[j] for j in
+                                          np.argsort(-np.abs(contribs[0, :-1]), kind="stable")[:3]]
+    assert top[0]["contribution"] == float(contribs[0, FEATURE_COLUMNS.index(top[0]["feature"])])
+
+
+def test_logistic_regression_contributions_add_up_to_its_log_odds(history, tmp_path):
+    scorer = scorer_for("logistic_regression+undersample", history, tmp_path)
+    scored = scorer.score(history[2].head(50))
+    x = scored.features.select(FEATURE_COLUMNS).to_numpy()
+    log_odds = scorer.pipeline.decision_function(x)
+    intercept = scorer.classifier.intercept_[0]
+    assert np.allclose(scored.contributions.sum(axis=1) + intercept, log_odds, atol=1e-9)
+    assert "linear" in scorer.contribution_note
+
+
+def test_random_forest_says_contributions_are_unavailable(history, tmp_path):
+    scorer = scorer_for("random_forest+none", history, tmp_path)
+    scored = scorer.score(history[2].head(5))
+    assert scored.contributions is None
+    assert scored.top_contributions().to_list() == [None] * 5
+    assert scorer.contribution_note.startswith("unavailable: RandomForestClassifier")
+
+
+def test_a_folder_without_a_model_is_refused_with_the_asset_to_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="materialise the bento_model asset"):
+        Scorer.load(tmp_path)
+
+
+class SlowScorer:
+    """Records the jobs it is given and takes a while, like a real scoring call."""
+
+    def __init__(self, fail_on: int | None = None):
+        self.calls: list[list[int]] = []
+        self.fail_on = fail_on
+
+    def __call__(self, jobs: list[int]) -> list[str]:
+        self.calls.append(jobs)
+        time.sleep(0.05)
+        if self.fail_on in jobs:
+            raise ValueError("cannot score")
+        return [f"scored {job}" for job in jobs]
+
+
+def test_requests_arriving_while_scoring_are_scored_together_in_order():
+    scorer = SlowScorer()
+    batcher = MicroBatcher(scorer, rows=lambda job: 1, max_rows=100)
+
+    async def main():
+        first = asyncio.create_task(batcher.score(100))
+        await asyncio.sleep(0.01)  # the first is being scored, alone
+        rest = await asyncio.gather(*(batcher.score(job) for job in range(20)))
+        return await first, rest
+
+    first, rest = asyncio.run(main())
+    assert scorer.calls == [[100], list(range(20))]
+    assert first == "scored 100"
+    assert rest == [f"scored {job}" for job in range(20)]
+    batcher.shutdown()
+
+
+def test_a_batch_never_exceeds_max_rows_and_one_bad_request_fails_alone():
+    scorer = SlowScorer(fail_on=7)
+    batcher = MicroBatcher(scorer, rows=lambda job: 2, max_rows=8)
+
+    async def main():
+        return await asyncio.gather(*(batcher.score(job) for job in range(20)),
+                                    return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert max(len(call) for call in scorer.calls) <= 4
+    assert [i for i, r in enumerate(results) if isinstance(r, Exception)] == [7]
+    assert results[8] == "scored 8"
+    batcher.shutdown()
+
+
+def test_jobs_scored_together_get_their_own_rows_and_features_if_asked(history, tmp_path):
+    scorer = scorer_for("xgboost+none", history, tmp_path)
+    day = history[2].select(REQUIRED_COLUMNS)
+    rows = list(day.head(7).iter_rows())
+    jobs = [ScoringJob(rows[:1]), ScoringJob(rows[1:5], include_features=True),
+            ScoringJob(rows[5:])]
+    answers = answer_jobs(scorer, jobs)
+    alone = [answer_jobs(scorer, [job])[0] for job in jobs]
+    assert all(a.equals(b) for a, b in zip(answers, alone))
+    assert [a.height for a in answers] == [1, 4, 2]
+    assert "features" not in answers[0].columns and "features" in answers[1].columns
+    assert answers[1]["transaction_id"][0] == rows[1][0]
+
+
+def test_response_bodies_keep_every_float_exactly(history, tmp_path):
+    scorer = scorer_for("xgboost+none", history, tmp_path)
+    rows = list(history[2].select(REQUIRED_COLUMNS).head(20).iter_rows())
+    [frame] = answer_jobs(scorer, [ScoringJob(rows, include_features=True)])
+    model = facts(scorer)
+    batch = json.loads(batch_body(model, frame))
+    assert batch["predictions"] == frame.to_dicts()
+    assert {k: batch[k] for k in model} == model
+    single = json.loads(prediction_body(model, frame.head(1).drop("features")))
+    assert single == {**model, **frame.head(1).drop("features").to_dicts()[0]}
+
+
+def served_rows(day: dt.date, n: int, start: int = 0) -> pl.DataFrame:
+    return pl.DataFrame({
+        "transaction_id": list(range(start, start + n)),
+        "tx_datetime": [dt.datetime.combine(day, dt.time(12))] * n,
+        "fraud_probability": [0.5] * n,
+    })
+
+
+def test_the_log_is_written_when_full_when_old_and_at_close_one_file_per_day(tmp_path):
+    log = PredictionLog(tmp_path, max_rows=10, max_seconds=3600)
+    log.append(served_rows(DAY, 4))
+    assert not list(tmp_path.rglob("*.parquet"))
+    log.append(pl.concat([served_rows(DAY, 3, 4), served_rows(DAY + dt.timedelta(days=1), 3, 7)]))
+    deadline = time.monotonic() + 30
+    while len(list(tmp_path.rglob("*.parquet"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(p.parent.name for p in tmp_path.rglob("*.parquet")) == [
+        DAY.isoformat(), (DAY + dt.timedelta(days=1)).isoformat()]
+    log.append(served_rows(DAY, 1, 10))
+    [last] = log.close()
+    assert pl.read_parquet(last)["transaction_id"].to_list() == [10]
+    everything = pl.concat(pl.read_parquet(p) for p in tmp_path.rglob("*.parquet"))
+    assert sorted(everything["transaction_id"].to_list()) == list(range(11))
+
+
+def test_the_log_is_written_once_its_oldest_row_is_max_seconds_old(tmp_path):
+    log = PredictionLog(tmp_path, max_rows=1_000, max_seconds=0.2)
+    log.append(served_rows(DAY, 2))
+    deadline = time.monotonic() + 30
+    while not list(tmp_path.rglob("*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(list(tmp_path.rglob("*.parquet"))) == 1
+    assert log.close() == []
+
+
+def test_request_columns_are_the_validated_schemas_required_fields():
+    from fraud_dagster.core.prediction_api import Transaction, request_rows
+
+    assert tuple(Transaction.model_fields) == REQUIRED_COLUMNS
+    given = dict(zip(REQUIRED_COLUMNS, (1, dt.datetime(2025, 3, 4, 5, 6), 2, 3, 4.5)))
+    shuffled = dict(reversed(list(given.items())))
+    assert request_rows([Transaction.model_validate(shuffled)]) == [tuple(given.values())]

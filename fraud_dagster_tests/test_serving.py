@@ -1,0 +1,509 @@
+"""The served model, over HTTP: a real pipeline exported by ``bento_model``, served by ``bentoml
+serve`` from ``bento/`` in a subprocess on a free loopback port with its own ``BENTOML_HOME``."""
+
+import concurrent.futures
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import numpy as np
+import polars as pl
+import pytest
+from mlflow import MlflowClient
+
+from fraud_dagster import registry
+from fraud_dagster.core.features import FEATURE_COLUMNS, features_for_day
+from fraud_dagster.core.schema import REQUIRED_COLUMNS
+from fraud_dagster.core.scoring import STATE_FILE
+from fraud_dagster.definitions import local_resources, make_definitions
+from fraud_dagster.resources import SimulatorSource
+from fraud_dagster_tests.conftest import SMALL_SIMULATOR, read_partition, run_ingest
+
+REPO = Path(__file__).resolve().parents[1]
+FIRST, HELD_OUT = dt.date(2025, 1, 1), dt.date(2025, 3, 15)
+STATE_DAY = HELD_OUT - dt.timedelta(days=1)
+FAST = {"models": ["xgboost"], "balancing": ["none", "class_weight"], "validation_folds": 2}
+TOKEN = "s3cret-token"
+MAX_BATCH, MAX_BYTES = 2_000, 1_000_000
+
+
+@dataclasses.dataclass
+class Project:
+    data_dir: Path
+    instance: dg.DagsterInstance
+    defs: dg.Definitions
+    retrain: dg.ExecuteInProcessResult
+
+    @property
+    def bentoml_home(self) -> Path:
+        return self.data_dir / "bentoml"
+
+    def model_dirs(self) -> list[Path]:
+        return sorted(p for p in (self.bentoml_home / "models" / "fraud_model").iterdir()
+                      if p.name != "latest")
+
+
+def retrain(defs, instance, models=("xgboost",), min_gain=0.0):
+    return defs.resolve_job_def("retrain_job").execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        run_config={"ops": {
+            "fraud_model": {"config": {**FAST, "models": list(models)}},
+            "model_evaluation": {"config": {"min_average_precision_gain": min_gain}},
+            "bento_model": {"config": {"state_date": STATE_DAY.isoformat()}},
+        }},
+    )
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """75 days of a small simulator, a champion trained and exported with the state of the day
+    before ``HELD_OUT``, a day of its test window that no model was trained on."""
+    root = tmp_path_factory.mktemp("serving")
+    defs = make_definitions(local_resources(root / "data", SimulatorSource(**SMALL_SIMULATOR)))
+    (root / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
+        assert run_ingest(defs, instance, FIRST, HELD_OUT).success
+        result = retrain(defs, instance)
+        assert result.success
+        yield Project(root / "data", instance, defs, result)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """``bentoml serve`` run in ``bento/``, in its own process group."""
+
+    def __init__(self, bentoml_home: Path, data_dir: Path, log: Path, **env: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.env = {**os.environ, "BENTOML_HOME": str(bentoml_home),
+                    "FRAUD_DATA_DIR": str(data_dir), "BENTOML_DO_NOT_TRACK": "True", **env}
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> subprocess.Popen:
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1",
+                 "--port", str(self.port)],
+                cwd=REPO / "bento", env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self.process
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited:\n{self.output()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"server not ready after {timeout} s:\n{self.output()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def server(project, tmp_path_factory):
+    """The service with a token, small limits and a prediction log written every second."""
+    served = Server(project.bentoml_home, project.data_dir,
+                    tmp_path_factory.mktemp("server") / "server.log",
+                    FRAUD_API_TOKEN=TOKEN, FRAUD_MAX_BATCH_SIZE=str(MAX_BATCH),
+                    FRAUD_MAX_REQUEST_BYTES=str(MAX_BYTES), FRAUD_PREDICTION_LOG_SECONDS="1")
+    served.start()
+    try:
+        served.wait_ready()
+        yield served
+    finally:
+        served.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=120,
+                      headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        yield http
+
+
+def request_rows(transactions: pl.DataFrame) -> list[dict]:
+    return [{**row, "tx_datetime": row["tx_datetime"].isoformat()}
+            for row in transactions.select(REQUIRED_COLUMNS).iter_rows(named=True)]
+
+
+@pytest.fixture(scope="module")
+def held_out(project):
+    return read_partition(project.data_dir / "assets", "validated_transactions", HELD_OUT)
+
+
+@pytest.fixture(scope="module")
+def champion(project):
+    client = MlflowClient(f"sqlite:///{project.data_dir / 'mlflow' / 'mlflow.db'}")
+    return registry.load_version(client, registry.alias_version(client, registry.CHAMPION))
+
+
+GOOD = {"transaction_id": 7, "tx_datetime": "2025-03-15T14:03:07", "customer_id": 3,
+        "terminal_id": 5, "tx_amount": 42.5}
+
+
+def assert_still_answers(client):
+    response = client.post("/predict", json=GOOD)
+    assert response.status_code == 200, response.text
+
+
+# The export
+
+def test_bento_model_holds_the_champion_its_state_and_lineage(project, champion):
+    [model_dir] = project.model_dirs()
+    info = json.loads((model_dir / "serving.json").read_text())
+    assert info["registered_version"] == champion.version
+    assert info["mlflow_run_id"] == champion.run_id
+    assert info["threshold"] == champion.threshold
+    assert tuple(info["feature_columns"]) == champion.feature_columns
+    assert info["state_date"] == STATE_DAY.isoformat()
+    assert info["train_window"] == champion.tags["train_window"]
+    assert info["export_dagster_run_id"] == project.retrain.run_id
+    assert set(info["libraries"]) >= {"python", "polars", "scikit-learn", "xgboost"}
+    stored_state = read_partition(project.data_dir / "assets", "feature_state", STATE_DAY)
+    assert pl.read_parquet(model_dir / STATE_FILE).equals(stored_state)
+    import yaml
+
+    labels = yaml.safe_load((model_dir / "model.yaml").read_text())["labels"]
+    assert labels["training_dagster_run_id"] == champion.tags["dagster_run_id"]
+    assert labels["export_dagster_run_id"] == project.retrain.run_id
+    assert labels["mlflow_run_id"] == champion.run_id
+    assert labels["state_date"] == STATE_DAY.isoformat()
+    [materialization] = project.retrain.asset_materializations_for_node("bento_model")
+    assert materialization.metadata["bentoml_tag"].value == f"fraud_model:{model_dir.name}"
+
+
+def test_bentoml_build_packs_the_service_its_code_and_the_exported_model(project, tmp_path):
+    env = {**os.environ, "BENTOML_HOME": str(project.bentoml_home), "BENTOML_DO_NOT_TRACK": "True"}
+    bentoml = [sys.executable, "-m", "bentoml"]
+    built = subprocess.run([*bentoml, "build", "-f", "bento/bentofile.yaml", "."], cwd=REPO,
+                           env=env, capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    exported = tmp_path / "fraud_service.bento"
+    done = subprocess.run([*bentoml, "export", "fraud_service:latest", str(exported)], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with tarfile.open(exported) as bento:
+        names = {name.removeprefix("./") for name in bento.getnames()}
+    [model_dir] = project.model_dirs()
+    assert f"models/fraud_model/{model_dir.name}/pipeline.pkl" in names
+    assert f"models/fraud_model/{model_dir.name}/feature_state.parquet" in names
+    assert {"src/bento/service.py", "src/bento/guard.py", "src/fraud_dagster/core/scoring.py",
+            "src/fraud_dagster/core/features.py", "bento.yaml"} <= names
+    assert not any(name.startswith(("src/data", "src/.venv", "src/fraud_dagster_tests"))
+                   for name in names)
+
+
+# What the service answers
+
+def test_swagger_at_the_root_documents_every_endpoint(client):
+    assert client.get("/").status_code == 200
+    spec = client.get("/docs.json").json()
+    paths = spec["paths"]
+    assert {"/predict", "/predict_batch", "/metadata", "/healthz", "/readyz", "/livez",
+            "/metrics"} <= set(paths)
+    assert {"get", "post"} <= set(paths["/metadata"])
+    schemas = spec["components"]["schemas"]
+    assert any("tx_amount" in json.dumps(s) for name, s in schemas.items()
+               if name.startswith("Transaction"))
+    assert any("top_contributions" in json.dumps(s) for s in schemas.values())
+
+
+def test_health_readiness_and_prometheus_metrics_stay_on(client):
+    for path in ("/healthz", "/readyz", "/livez"):
+        assert client.get(path).status_code == 200
+    client.post("/predict", json=GOOD)
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200
+    assert "bentoml_service_request_total" in metrics.text
+
+
+def test_metadata_names_the_served_model_and_its_lineage(client, champion):
+    for method in ("GET", "POST"):
+        response = client.request(method, "/metadata")
+        assert response.status_code == 200, response.text
+        metadata = response.json()
+        assert metadata["model_version"] == champion.version
+        assert metadata["threshold"] == champion.threshold
+        assert metadata["state_date"] == STATE_DAY.isoformat()
+        assert metadata["lineage"]["mlflow_run_id"] == champion.run_id
+        assert metadata["library_mismatches"] == {}
+        assert metadata["max_batch_size"] == MAX_BATCH
+
+
+def test_a_prediction_has_probability_decision_version_and_top_contributions(client, champion):
+    response = client.post("/predict", json={**GOOD, "tx_amount": 900.0})
+    assert response.status_code == 200, response.text
+    prediction = response.json()
+    assert prediction["transaction_id"] == GOOD["transaction_id"]
+    assert 0 <= prediction["fraud_probability"] <= 1
+    assert prediction["is_fraud"] == (prediction["fraud_probability"] >= champion.threshold)
+    assert prediction["model_version"] == champion.version
+    assert "pred_contribs" in prediction["contributions"]
+    top = prediction["top_contributions"]
+    assert len(top) == 5 and {c["feature"] for c in top} <= set(FEATURE_COLUMNS)
+    magnitudes = [abs(c["contribution"]) for c in top]
+    assert magnitudes == sorted(magnitudes, reverse=True)
+    assert all(c["value"] == 900.0 for c in top if c["feature"] == "tx_amount")
+
+
+def test_features_through_the_service_equal_the_batch_features_of_a_held_out_day(
+    client, project, held_out, champion
+):
+    response = client.post("/predict_batch",
+                           json={"transactions": request_rows(held_out), "include_features": True})
+    assert response.status_code == 200, response.text
+    served = response.json()["predictions"]
+    assert [p["transaction_id"] for p in served] == held_out["transaction_id"].to_list()
+    batch = read_partition(project.data_dir / "assets", "transaction_features", HELD_OUT)
+    batch_rows = {row["transaction_id"]: row for row in batch.iter_rows(named=True)}
+    assert len(served) == len(batch_rows) == held_out.height > 500
+    mismatches = [
+        (p["transaction_id"], name, p["features"][name], batch_rows[p["transaction_id"]][name])
+        for p in served for name in FEATURE_COLUMNS
+        if p["features"][name] != batch_rows[p["transaction_id"]][name]
+    ]
+    assert mismatches == []
+    ordered = batch.join(held_out.select("transaction_id"), on="transaction_id",
+                         maintain_order="right")
+    expected = champion.predict_proba(ordered)
+    got = np.array([p["fraud_probability"] for p in served])
+    assert np.max(np.abs(got - expected)) <= 1e-9
+    assert [p["is_fraud"] for p in served] == (expected >= champion.threshold).tolist()
+
+
+def test_single_row_predictions_under_concurrency_equal_the_batch_ones(client, held_out):
+    rows = request_rows(held_out)
+    batch = client.post("/predict_batch", json={"transactions": rows}).json()["predictions"]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        singles = list(pool.map(lambda row: client.post("/predict", json=row), rows))
+    assert all(r.status_code == 200 for r in singles)
+    for one, together in zip((r.json() for r in singles), batch):
+        assert one["transaction_id"] == together["transaction_id"]
+        assert abs(one["fraud_probability"] - together["fraud_probability"]) <= 1e-9
+        assert one["top_contributions"] == together["top_contributions"]
+
+
+def test_unknown_customers_and_terminals_get_the_features_the_batch_path_gives_them(
+    client, project
+):
+    unknown = [{**GOOD, "transaction_id": 1, "customer_id": 10**12},
+               {**GOOD, "transaction_id": 2, "terminal_id": 10**12},
+               {**GOOD, "transaction_id": 3, "customer_id": 10**12, "terminal_id": 10**12}]
+    response = client.post("/predict_batch", json={"transactions": unknown,
+                                                   "include_features": True})
+    assert response.status_code == 200, response.text
+    state = pl.read_parquet(project.model_dirs()[0] / STATE_FILE)
+    frame = pl.DataFrame(unknown).with_columns(
+        pl.col("tx_datetime").str.to_datetime("%Y-%m-%dT%H:%M:%S", time_unit="us"))
+    # Computed on a long column, as the batch asset computes a whole day (see Scorer.features).
+    expected = (features_for_day(pl.concat([frame] * 3, rechunk=True), state)
+                .unique("transaction_id").sort("transaction_id"))
+    for prediction, row in zip(response.json()["predictions"], expected.iter_rows(named=True)):
+        assert prediction["features"] == {name: row[name] for name in FEATURE_COLUMNS}
+    assert response.json()["predictions"][2]["features"]["customer_nb_tx_30d"] == 0
+
+
+# Bad input: a 4xx naming the field, never a 500, and the server keeps answering
+
+BAD_TRANSACTIONS = {
+    "missing_field": ({k: v for k, v in GOOD.items() if k != "customer_id"}, "customer_id"),
+    "extra_field": ({**GOOD, "tx_fraud": 0}, "tx_fraud"),
+    "string_amount": ({**GOOD, "tx_amount": "abc"}, "tx_amount"),
+    "string_id": ({**GOOD, "terminal_id": "12"}, "terminal_id"),
+    "float_id": ({**GOOD, "transaction_id": 1.5}, "transaction_id"),
+    "negative_amount": ({**GOOD, "tx_amount": -5.0}, "tx_amount"),
+    "zero_amount": ({**GOOD, "tx_amount": 0}, "tx_amount"),
+    "negative_id": ({**GOOD, "customer_id": -1}, "customer_id"),
+    "id_past_int64": ({**GOOD, "customer_id": 2**63}, "customer_id"),
+    "not_a_timestamp": ({**GOOD, "tx_datetime": "yesterday"}, "tx_datetime"),
+    "timestamp_with_zone": ({**GOOD, "tx_datetime": "2025-03-15T14:03:07+02:00"}, "tx_datetime"),
+    "null_amount": ({**GOOD, "tx_amount": None}, "tx_amount"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TRANSACTIONS))
+def test_a_bad_transaction_gets_400_naming_the_field(client, case):
+    body, field = BAD_TRANSACTIONS[case]
+    for path, payload, location in (("/predict", body, [field]),
+                                    ("/predict_batch", {"transactions": [GOOD, body]},
+                                     ["transactions", 1, field])):
+        response = client.post(path, json=payload)
+        assert response.status_code == 400, response.text
+        assert [e["loc"] for e in response.json()["detail"]] == [location]
+    assert_still_answers(client)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_nan_and_infinite_amounts_get_400_naming_the_amount(client, literal):
+    body = json.dumps(GOOD).replace('"tx_amount": 42.5', f'"tx_amount": {literal}')
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"][0]["loc"] == ["tx_amount"]
+    assert "finite" in response.json()["detail"][0]["msg"]
+    assert_still_answers(client)
+
+
+def test_an_empty_batch_gets_400_naming_transactions(client):
+    response = client.post("/predict_batch", json={"transactions": []})
+    assert response.status_code == 400
+    assert response.json()["detail"][0]["loc"] == ["transactions"]
+
+
+def test_a_batch_over_the_configured_size_gets_400_naming_transactions(client):
+    rows = [{**GOOD, "transaction_id": i} for i in range(MAX_BATCH + 1)]
+    response = client.post("/predict_batch", json={"transactions": rows})
+    assert response.status_code == 400
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["transactions"] and str(MAX_BATCH) in error["msg"]
+    assert client.post("/predict_batch", json={"transactions": rows[:-1]}).status_code == 200
+
+
+def test_malformed_json_gets_400_saying_so(client):
+    response = client.post("/predict", content=b'{"transaction_id": 7,',
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["detail"][0]["type"] == "json_invalid"
+    for body in (b"[1, 2]", b'"text"', b""):
+        response = client.post("/predict", content=body,
+                               headers={"content-type": "application/json"})
+        assert response.status_code == 400, (body, response.text)
+    assert_still_answers(client)
+
+
+def test_a_body_over_the_size_limit_gets_413_declared_or_streamed(client):
+    huge = b'{"transactions": [' + b" " * (MAX_BYTES + 1) + b"]}"
+    response = client.post("/predict_batch", content=huge,
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert "FRAUD_MAX_REQUEST_BYTES" in response.json()["error"]
+
+    def chunks():  # no Content-Length: the limit is counted while reading
+        for _ in range(MAX_BYTES // 10_000 + 2):
+            yield b" " * 10_000
+
+    response = client.post("/predict_batch", content=chunks(),
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert_still_answers(client)
+
+
+def test_a_body_that_is_not_json_gets_415(client):
+    response = client.post("/predict", data={"transaction_id": "7"})  # a form
+    assert response.status_code == 415
+    assert_still_answers(client)
+
+
+def test_prediction_endpoints_need_the_token_when_one_is_set(server):
+    with httpx.Client(base_url=server.url, timeout=60) as anonymous:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            for path, body in (("/predict", GOOD), ("/predict_batch", {"transactions": [GOOD]})):
+                response = anonymous.post(path, json=body, headers=headers)
+                assert response.status_code == 401, (path, headers)
+                assert "FRAUD_API_TOKEN" in response.json()["error"]
+        assert anonymous.get("/metadata").status_code == 200
+        assert anonymous.get("/readyz").status_code == 200
+        response = anonymous.post("/predict", json=GOOD,
+                                  headers={"Authorization": f"Bearer {TOKEN}"})
+        assert response.status_code == 200
+
+
+# The prediction log
+
+def logged(data_dir: Path) -> pl.DataFrame:
+    files = sorted((data_dir / "predictions").glob("*/*.parquet"))
+    return pl.concat([pl.read_parquet(f) for f in files]) if files else pl.DataFrame()
+
+
+def test_served_predictions_are_logged_under_the_data_root(client, project, held_out):
+    rows = request_rows(held_out.head(20))
+    response = client.post("/predict_batch", json={"transactions": rows})
+    scores = {p["transaction_id"]: p["fraud_probability"] for p in response.json()["predictions"]}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # written once the oldest buffered row is 1 s old
+        log = logged(project.data_dir)
+        if log.height and set(scores) <= set(log["transaction_id"].to_list()):
+            break
+        time.sleep(0.5)
+    day_folder = project.data_dir / "predictions" / HELD_OUT.isoformat()
+    assert any(day_folder.glob("*.parquet"))
+    log = logged(project.data_dir).filter(pl.col("transaction_id").is_in(list(scores)))
+    assert set(log.columns) >= {*REQUIRED_COLUMNS, *FEATURE_COLUMNS, "fraud_probability",
+                                "is_fraud", "model_version", "scored_at"}
+    for row in log.iter_rows(named=True):
+        assert math.isclose(row["fraud_probability"], scores[row["transaction_id"]], abs_tol=1e-9)
+
+
+def test_without_a_token_set_none_is_needed_and_the_log_is_flushed_at_shutdown(
+    project, tmp_path
+):
+    data_dir = tmp_path / "data"
+    served = Server(project.bentoml_home, data_dir, tmp_path / "server.log",
+                    FRAUD_PREDICTION_LOG_SECONDS="3600")
+    served.start()
+    try:
+        served.wait_ready()
+        response = httpx.post(f"{served.url}/predict", json=GOOD, timeout=60)
+        assert response.status_code == 200, response.text
+        assert logged(data_dir).height == 0  # buffered
+    finally:
+        served.stop()
+    assert served.process.returncode is not None
+    assert logged(data_dir)["transaction_id"].to_list() == [GOOD["transaction_id"]]
+
+
+def test_a_missing_model_store_stops_start_up_with_a_clear_message(tmp_path):
+    served = Server(tmp_path / "empty_bentoml", tmp_path / "data", tmp_path / "server.log")
+    process = served.start()
+    try:
+        process.wait(timeout=300)
+    finally:
+        served.stop()
+    assert process.returncode != 0
+    output = served.output()
+    assert "no model fraud_model:latest in the BentoML model store" in output
+    assert "bento_model" in output and "BENTOML_HOME" in output
+
+
+# Re-export only on promotion
+
+def test_a_challenger_that_is_not_promoted_is_not_exported(project):
+    before = project.model_dirs()
+    result = retrain(project.defs, project.instance, models=("xgboost",), min_gain=0.5)
+    assert not result.success
+    assert result.asset_materializations_for_node("bento_model") == []
+    assert project.model_dirs() == before
