@@ -19,8 +19,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +29,8 @@ import numpy as np
 import polars as pl
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
+
+from fraud_dagster_tests.processes import free_port, stop_group, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 # What fraud_service sets for itself, given to the baseline and the in-process floor too, so the
@@ -159,37 +159,6 @@ def closed_loop(port: int, path: str, bodies: list[bytes], concurrency: int, sec
         "p99_ms": round(float(np.percentile(ms, 99)), 2),
         "throughput_rps": round(len(latencies) / seconds, 1),
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_ready(port: int, path: str, process: subprocess.Popen, timeout: float = 300) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"server on {port} not ready after {timeout} s")
-
-
-def stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def start_bentoml(home: Path, data_dir: Path, port: int, max_batch: int) -> subprocess.Popen:
@@ -323,10 +292,10 @@ def main(argv: list[str] | None = None) -> int:
             port = free_port()
             process = start_server(port)
             try:
-                wait_ready(port, ready_path, process)
+                wait_ready(f"http://127.0.0.1:{port}{ready_path}", process)
                 measured[name] = measure_server(name, port, singles, batch, len(rows), args.seconds)
             finally:
-                stop(process)
+                stop_group(process)
         ours, baseline = measured["bentoml"], measured["fastapi"]
         ours_32, baseline_32 = ours[2]["throughput_rps"], baseline[2]["throughput_rps"]
         checks = [

@@ -162,7 +162,7 @@ class DailyTables(dg.ConfigurableResource):
                 f" {asset_key.to_user_string()} are not materialised (e.g. {missing[:5]}):"
                 " materialise them first"
             )
-        return pl.concat([read_parquet(path) for path in paths])
+        return pl.concat(in_threads(read_parquet, paths, threads=4))
 
 
 class PickleIOManager(dg.ConfigurableIOManager):

@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
+from fraud_dagster.core.features import feature_matrix
 from fraud_dagster.core.training import TrainedModel
 
 REGISTERED_MODEL = "fraud_model"
@@ -54,8 +55,7 @@ class RegisteredModel:
     tags: dict[str, str]
 
     def predict_proba(self, features: pl.DataFrame) -> np.ndarray:
-        x = features.select(self.feature_columns).to_numpy().astype(np.float64)
-        return self.pipeline.predict_proba(x)[:, 1]
+        return self.pipeline.predict_proba(feature_matrix(features, self.feature_columns))[:, 1]
 
 
 def log_trained_model(trained: TrainedModel, tags: dict[str, str]) -> str:

@@ -11,8 +11,8 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 
 from fraud_dagster import settings
 from fraud_dagster.alerts import AlertSink
+from fraud_dagster.assets.model import FraudModelConfig
 from fraud_dagster.core.landing import LandingFileError, LandingFolder, read_landing_file
-from fraud_dagster.core.features import DEFAULT_LABEL_DELAY
 from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.jobs import ingest_job, retrain_job
 from fraud_dagster.partitions import daily_partitions, partition_range_tags
@@ -216,7 +216,9 @@ def drift_sensor(
             context.log.info(f"{day}: {reason}; in the cooldown after {last_trigger}")
             continue
         last_trigger = day.isoformat()
-        training_end = day - dt.timedelta(days=2 * DEFAULT_LABEL_DELAY)
+        # The retrained model's test window ends on the drift day.
+        defaults = FraudModelConfig()
+        training_end = day - dt.timedelta(days=defaults.delay_days + defaults.test_days)
         yield dg.RunRequest(
             run_key=f"drift-{day.isoformat()}",
             run_config={"ops": {"fraud_model": {"config": {

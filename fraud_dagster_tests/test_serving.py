@@ -7,8 +7,6 @@ import datetime as dt
 import json
 import math
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -29,6 +27,7 @@ from fraud_dagster.core.scoring import STATE_FILE
 from fraud_dagster.definitions import local_resources, make_definitions
 from fraud_dagster.resources import SimulatorSource
 from fraud_dagster_tests.conftest import SMALL_SIMULATOR, read_partition, run_ingest
+from fraud_dagster_tests.processes import free_port, stop_group, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 FIRST, HELD_OUT = dt.date(2025, 1, 1), dt.date(2025, 3, 15)
@@ -80,12 +79,6 @@ def project(tmp_path_factory):
         yield Project(root / "data", instance, defs, result)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Server:
     """``bentoml serve`` run in ``bento/``, in its own process group."""
 
@@ -108,27 +101,11 @@ class Server:
         return self.process
 
     def wait_ready(self, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited:\n{self.output()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"server not ready after {timeout} s:\n{self.output()[-3000:]}")
+        wait_ready(f"{self.url}/readyz", self.process, timeout, self.output)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if self.process is not None:
+            stop_group(self.process)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

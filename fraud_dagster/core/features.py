@@ -47,6 +47,11 @@ FEATURE_COLUMNS = (
     *(f"terminal_risk_{w}d_delayed" for w in TERMINAL_WINDOWS),
 )
 KEY_COLUMNS = ("transaction_id", "tx_datetime", "customer_id", "terminal_id")
+
+
+def feature_matrix(frame: pl.DataFrame, columns=FEATURE_COLUMNS) -> np.ndarray:
+    """The model's input: ``columns`` of ``frame`` as a float64 matrix, in that order."""
+    return frame.select(columns).to_numpy().astype(np.float64)
 _DAILY_SUMS = ("n", "amount", "amount_sq", "frauds")
 
 

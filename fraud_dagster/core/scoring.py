@@ -25,7 +25,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from fraud_dagster.core.features import FEATURE_COLUMNS, KEY_COLUMNS, features_for_day
+from fraud_dagster.core.features import (
+    FEATURE_COLUMNS,
+    KEY_COLUMNS,
+    feature_matrix,
+    features_for_day,
+)
 from fraud_dagster.core.schema import POLARS_DTYPES, REQUIRED_COLUMNS
 
 PIPELINE_FILE = "pipeline.pkl"
@@ -237,7 +242,7 @@ class Scorer:
     def score(self, transactions: pl.DataFrame) -> Scored:
         """Score raw transactions (``REQUIRED_COLUMNS``) of the day after ``state_date``."""
         features = self.features(transactions).select(*KEY_COLUMNS, *self.feature_columns)
-        x = features.select(self.feature_columns).to_numpy().astype(np.float64)
+        x = feature_matrix(features, self.feature_columns)
         if not len(x):
             return Scored(features, np.empty(0), np.empty(0, dtype=bool), None)
         # What the pipeline's predict_proba does (resampling skipped), without its per-call

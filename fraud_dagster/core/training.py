@@ -25,7 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from xgboost import XGBClassifier
 
-from fraud_dagster.core.features import FEATURE_COLUMNS
+from fraud_dagster.core.features import FEATURE_COLUMNS, feature_matrix
 from fraud_dagster.core.metrics import ThresholdObjective, average_precision, choose_threshold
 
 MODELS = ("logistic_regression", "random_forest", "xgboost")
@@ -163,7 +163,7 @@ def make_pipeline(candidate: str, settings: CandidateSettings, y: np.ndarray) ->
 
 
 def _xy(frame: pl.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    return frame.select(columns).to_numpy().astype(np.float64), frame[LABEL].to_numpy()
+    return feature_matrix(frame, columns), frame[LABEL].to_numpy()
 
 
 def _in(frame: pl.DataFrame, window: Window) -> pl.DataFrame:
@@ -191,8 +191,7 @@ class TrainedModel:
 
     def predict_proba(self, features: pl.DataFrame) -> np.ndarray:
         """Fraud probability for each row of a frame that has the feature columns."""
-        x = features.select(self.feature_columns).to_numpy().astype(np.float64)
-        return self.pipeline.predict_proba(x)[:, 1]
+        return self.pipeline.predict_proba(feature_matrix(features, self.feature_columns))[:, 1]
 
     @property
     def validation_average_precision(self) -> float:
