@@ -161,24 +161,45 @@ def test_a_batch_never_exceeds_max_rows_and_one_bad_request_fails_alone():
     batcher.shutdown()
 
 
-def test_jobs_scored_together_get_their_own_rows_and_features_if_asked(history, tmp_path):
+def as_rows(answer) -> list[dict]:
+    return answer.to_dicts() if isinstance(answer, pl.DataFrame) else answer
+
+
+@pytest.mark.parametrize("n", [7, 40])  # answers as Python rows, and as frames
+def test_jobs_scored_together_get_their_own_rows_and_features_if_asked(history, tmp_path, n):
     scorer = scorer_for("xgboost+none", history, tmp_path)
-    day = history[2].select(REQUIRED_COLUMNS)
-    rows = list(day.head(7).iter_rows())
+    rows = history[2].select(REQUIRED_COLUMNS).head(n)
     jobs = [ScoringJob(rows[:1]), ScoringJob(rows[1:5], include_features=True),
             ScoringJob(rows[5:])]
     answers = answer_jobs(scorer, jobs)
     alone = [answer_jobs(scorer, [job])[0] for job in jobs]
-    assert all(a.equals(b) for a, b in zip(answers, alone))
-    assert [a.height for a in answers] == [1, 4, 2]
-    assert "features" not in answers[0].columns and "features" in answers[1].columns
-    assert answers[1]["transaction_id"][0] == rows[1][0]
+    assert [as_rows(a) for a in answers] == [as_rows(b) for b in alone]
+    assert [len(as_rows(a)) for a in answers] == [1, 4, n - 5]
+    assert "features" not in as_rows(answers[0])[0] and "features" in as_rows(answers[1])[0]
+    assert as_rows(answers[1])[0]["transaction_id"] == rows["transaction_id"][1]
+
+
+@pytest.mark.parametrize("candidate", ["xgboost+none", "random_forest+none"])
+def test_answers_as_rows_and_as_frames_are_the_same_json(history, tmp_path, candidate):
+    from fraud_dagster.core.prediction_api import prediction_rows, predictions_frame
+
+    scorer = scorer_for(candidate, history, tmp_path)
+    scored = scorer.score(history[2].select(REQUIRED_COLUMNS).head(20))
+    model = facts(scorer)
+    for include_features in (False, True):
+        frame = predictions_frame(scored, include_features)
+        rows = prediction_rows(scored, include_features)
+        assert rows == frame.to_dicts()
+        assert json.loads(batch_body(model, rows)) == json.loads(batch_body(model, frame))
+        assert (json.loads(prediction_body(model, rows[:1]))
+                == json.loads(prediction_body(model, frame.head(1))))
 
 
 def test_response_bodies_keep_every_float_exactly(history, tmp_path):
+    from fraud_dagster.core.prediction_api import predictions_frame
+
     scorer = scorer_for("xgboost+none", history, tmp_path)
-    rows = list(history[2].select(REQUIRED_COLUMNS).head(20).iter_rows())
-    [frame] = answer_jobs(scorer, [ScoringJob(rows, include_features=True)])
+    frame = predictions_frame(scorer.score(history[2].select(REQUIRED_COLUMNS).head(20)), True)
     model = facts(scorer)
     batch = json.loads(batch_body(model, frame))
     assert batch["predictions"] == frame.to_dicts()
@@ -229,3 +250,83 @@ def test_request_columns_are_the_validated_schemas_required_fields():
     given = dict(zip(REQUIRED_COLUMNS, (1, dt.datetime(2025, 3, 4, 5, 6), 2, 3, 4.5)))
     shuffled = dict(reversed(list(given.items())))
     assert request_rows([Transaction.model_validate(shuffled)]) == [tuple(given.values())]
+
+
+# Reading /predict_batch bodies: the fast path agrees with the pydantic models, or steps aside
+
+def pydantic_batch(body: bytes) -> tuple[pl.DataFrame, bool]:
+    from fraud_dagster.core.prediction_api import BatchRequest, request_rows
+    from fraud_dagster.core.scoring import transactions_frame
+
+    request = BatchRequest.model_validate_json(body)
+    return transactions_frame(request_rows(request.transactions)), request.include_features
+
+
+def test_a_days_batch_reads_the_same_as_through_the_pydantic_models(history):
+    from fraud_dagster.core.prediction_api import _plain_batch, read_batch
+
+    day = history[2].select(REQUIRED_COLUMNS)
+    rows = [{**row, "tx_datetime": row["tx_datetime"].isoformat()}
+            for row in day.iter_rows(named=True)]
+    body = json.dumps({"transactions": rows, "include_features": True}).encode()
+    assert _plain_batch(body) is not None  # the fast path took it
+    frame, include_features = read_batch(body)
+    expected, _ = pydantic_batch(body)
+    assert include_features is True
+    assert frame.schema == expected.schema
+    assert frame.equals(expected) and frame.equals(day)
+
+
+GOOD_ROW = '"transaction_id": 1, "tx_datetime": "2025-03-15T14:03:07", "customer_id": 2,' \
+    ' "terminal_id": 3, "tx_amount": 12.5'
+
+
+@pytest.mark.parametrize("body", [
+    '{"transactions": [{%s}]}' % GOOD_ROW,
+    '{"transactions": [{%s}], "include_features": false}' % GOOD_ROW,
+    '{"transactions": [{%s, "transaction_id": 9}]}' % GOOD_ROW,  # a repeated key: the last wins
+    '{"transactions": [{%s}]}' % GOOD_ROW.replace("12.5", "12"),
+    '{"transactions": [{%s}]}' % GOOD_ROW.replace("12.5", "5e-324"),
+    *('{"transactions": [{%s}]}' % GOOD_ROW.replace("2025-03-15T14:03:07", stamp) for stamp in (
+        "2025-03-15 14:03:07", "2025-03-15t14:03:07", "2025-03-15T14:03:07.5",
+        "2025-03-15T14:03:07.1234567", "2025-03-15T14:03", "2025-03-15T24:00:00",
+        "2025-03-15T23:59:60", "2025-02-30T14:03:07", "2025-3-15T14:03:07", "2025-03-15T14:03:07Z",
+        "2025-03-15T14:03:07+01:00", "1742047387", "")),
+    *('{"transactions": [{%s}]}' % GOOD_ROW.replace('"customer_id": 2', bad) for bad in (
+        '"customer_id": true', '"customer_id": 2.0', '"customer_id": "2"', '"customer_id": -2',
+        '"customer_id": 9223372036854775808', '"customer_id": null', '"customer_id": [2]')),
+    *('{"transactions": [{%s}]}' % GOOD_ROW.replace('"tx_amount": 12.5', bad) for bad in (
+        '"tx_amount": 0', '"tx_amount": -0.0', '"tx_amount": -1', '"tx_amount": 1e400',
+        '"tx_amount": NaN', '"tx_amount": Infinity', '"tx_amount": "12.5"', '"tx_amount": true')),
+    '{"transactions": [{%s, "tx_fraud": 0}]}' % GOOD_ROW,
+    '{"transactions": [{%s}]}' % GOOD_ROW.replace('"terminal_id": 3,', ""),
+    '{"transactions": [{%s}], "include_features": "yes"}' % GOOD_ROW,
+    '{"transactions": [{%s}], "extra": 1}' % GOOD_ROW,
+    '{"transactions": []}', '{"transactions": {}}', '[{"transactions": [{%s}]}]' % GOOD_ROW,
+    '{"transactions": [{%s}]' % GOOD_ROW, "", "{}",
+])
+def test_any_body_reads_as_the_pydantic_models_read_it(body):
+    from pydantic import ValidationError
+
+    from fraud_dagster.core.prediction_api import read_batch
+
+    try:
+        expected = pydantic_batch(body.encode())
+    except ValidationError as error:
+        with pytest.raises(ValidationError) as raised:
+            read_batch(body.encode())
+        assert raised.value.errors(include_input=False) == error.errors(include_input=False)
+        return
+    frame, include_features = read_batch(body.encode())
+    assert frame.equals(expected[0]) and frame.schema == expected[0].schema
+    assert include_features == expected[1]
+
+
+def test_a_batch_over_the_limit_is_refused_by_the_pydantic_model():
+    from pydantic import ValidationError
+
+    from fraud_dagster.core.prediction_api import MAX_BATCH_SIZE, read_batch
+
+    body = '{"transactions": [%s]}' % ", ".join(["{%s}" % GOOD_ROW] * (MAX_BATCH_SIZE + 1))
+    with pytest.raises(ValidationError, match="at most"):
+        read_batch(body.encode())

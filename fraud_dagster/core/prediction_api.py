@@ -5,6 +5,11 @@ non-negative, amount positive and finite, a timestamp); labels are not accepted,
 unknown when a transaction is scored. Anything else is refused with the field named, before any
 scoring. Nothing here knows about BentoML, so the benchmark's plain FastAPI app uses the same
 models.
+
+The pydantic models are the contract. A batch body is read by ``read_batch``: msgspec decodes a
+well-formed one into columns 6x faster than pydantic builds 10,000 models, and whatever msgspec
+does not accept as plainly valid is judged by ``BatchRequest`` itself, which accepts it or names
+the field.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ import os
 from collections.abc import Callable
 from typing import Annotated
 
+import msgspec
 import numpy as np
 import polars as pl
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, NaiveDatetime
 
 from fraud_dagster.core.features import KEY_COLUMNS
+from fraud_dagster.core.schema import REQUEST_DTYPES, REQUIRED_COLUMNS
 from fraud_dagster.core.scoring import Scored, Scorer, transactions_frame
 
 MAX_BATCH_SIZE = int(os.environ.get("FRAUD_MAX_BATCH_SIZE", "10000"))
@@ -117,9 +124,67 @@ def request_rows(transactions: list[Transaction]) -> list[tuple]:
     return [tuple(t.__dict__.values()) for t in transactions]
 
 
+class _PlainTransaction(msgspec.Struct, forbid_unknown_fields=True):
+    """``Transaction`` for msgspec, the timestamp kept as text (see ``_PLAIN_DATETIME``)."""
+
+    transaction_id: Annotated[int, msgspec.Meta(ge=0, le=_INT64_MAX)]
+    tx_datetime: str
+    customer_id: Annotated[int, msgspec.Meta(ge=0, le=_INT64_MAX)]
+    terminal_id: Annotated[int, msgspec.Meta(ge=0, le=_INT64_MAX)]
+    tx_amount: Annotated[float, msgspec.Meta(gt=0)]  # JSON has no NaN; 1e400 is out of range
+
+
+class _PlainBatch(msgspec.Struct, forbid_unknown_fields=True):
+    transactions: Annotated[list[_PlainTransaction],
+                            msgspec.Meta(min_length=1, max_length=MAX_BATCH_SIZE)]
+    include_features: bool = False
+
+
+_BATCH_DECODER = msgspec.json.Decoder(_PlainBatch)
+# The one form the fast path parses: a valid hour, minute and second (polars, like chrono, would
+# take a leap second), at most microseconds. Any other form goes to pydantic.
+_PLAIN_DATETIME = r"^\d{4}-\d{2}-\d{2}T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?$"
+
+
+def _plain_batch(body: bytes) -> tuple[pl.DataFrame, bool] | None:
+    """The fast path of ``read_batch``, or None for anything but a plainly valid body."""
+    try:
+        batch = _BATCH_DECODER.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    rows = batch.transactions
+    columns = {name: [getattr(row, name) for row in rows] for name in REQUIRED_COLUMNS}
+    stamps = pl.Series("tx_datetime", columns.pop("tx_datetime"), dtype=pl.String)
+    if not stamps.str.contains(_PLAIN_DATETIME).all():
+        return None
+    try:
+        parsed = stamps.str.strptime(REQUEST_DTYPES["tx_datetime"], "%Y-%m-%dT%H:%M:%S%.f")
+    except pl.exceptions.PolarsError:  # a day that does not exist
+        return None
+    frame = pl.DataFrame(columns, schema={k: v for k, v in REQUEST_DTYPES.items() if k in columns})
+    return frame.insert_column(1, parsed), batch.include_features
+
+
+def read_batch(body: bytes) -> tuple[pl.DataFrame, bool]:
+    """A ``/predict_batch`` body as a frame of ``REQUIRED_COLUMNS`` (the validated schema's dtypes)
+    and ``include_features``; raises pydantic's ``ValidationError`` naming each bad field."""
+    plain = _plain_batch(body)
+    if plain is not None:
+        return plain
+    request = BatchRequest.model_validate_json(body)
+    return transactions_frame(request_rows(request.transactions)), request.include_features
+
+
 def facts(scorer: Scorer) -> dict:
     return {"model_version": scorer.model_version, "threshold": scorer.threshold,
             "contributions": scorer.contribution_note}
+
+
+SMALL_ANSWER_ROWS = 16
+"""Up to this many rows scored together, answers are built as Python objects, not frames."""
+
+Answer = pl.DataFrame | list[dict]
+"""``ScoredTransaction`` rows: a frame for many, plain dicts for a few (the same JSON, tested)."""
 
 
 def predictions_frame(scored: Scored, include_features: bool = False) -> pl.DataFrame:
@@ -134,19 +199,41 @@ def predictions_frame(scored: Scored, include_features: bool = False) -> pl.Data
     return frame.hstack([features_struct(scored.features)]) if include_features else frame
 
 
+def prediction_rows(scored: Scored, include_features: bool = False) -> list[dict]:
+    """``predictions_frame``'s rows as dicts: for a single transaction, a frame costs 1.5 ms."""
+    rows = [
+        {"transaction_id": transaction_id, "fraud_probability": probability, "is_fraud": is_fraud,
+         "top_contributions": top}
+        for transaction_id, probability, is_fraud, top in zip(
+            scored.features["transaction_id"].to_list(),
+            scored.probability.astype(np.float64).tolist(), scored.is_fraud.tolist(),
+            scored.top_contribution_rows())
+    ]
+    if include_features:
+        names = [c for c in scored.features.columns if c not in KEY_COLUMNS]
+        for row, features in zip(rows, scored.features.select(names).iter_rows(named=True)):
+            row["features"] = features
+    return rows
+
+
 def features_struct(features: pl.DataFrame) -> pl.Series:
     names = [c for c in features.columns if c not in KEY_COLUMNS]
     return features.select(pl.struct(names).alias("features")).to_series()
 
 
-def prediction_body(model: dict, prediction: pl.DataFrame) -> bytes:
-    """A ``Prediction``: the model's facts and a one-row ``predictions_frame``."""
-    [row] = json.loads(prediction.write_json())  # one small row: simplest exact round trip
+def prediction_body(model: dict, prediction: Answer) -> bytes:
+    """A ``Prediction``: the model's facts and the one row of an answer."""
+    if isinstance(prediction, pl.DataFrame):
+        [row] = json.loads(prediction.write_json())
+    else:
+        [row] = prediction
     return pydantic_core.to_json({**model, **row})
 
 
-def batch_body(model: dict, predictions: pl.DataFrame) -> bytes:
-    """A ``BatchPrediction``, the rows serialised by polars (exact shortest floats)."""
+def batch_body(model: dict, predictions: Answer) -> bytes:
+    """A ``BatchPrediction``; a frame's rows serialised by polars (exact shortest floats)."""
+    if not isinstance(predictions, pl.DataFrame):
+        return pydantic_core.to_json({**model, "predictions": predictions})
     body = io.BytesIO()
     body.write(pydantic_core.to_json(model)[:-1] + b',"predictions":')
     predictions.write_json(body)
@@ -156,24 +243,38 @@ def batch_body(model: dict, predictions: pl.DataFrame) -> bytes:
 
 @dataclasses.dataclass(frozen=True)
 class ScoringJob:
-    """One request's transactions (rows of ``REQUIRED_COLUMNS``) and what it asked for."""
+    """One request's transactions (``REQUIRED_COLUMNS``) and what it asked for."""
 
-    rows: list[tuple]
+    transactions: pl.DataFrame
     include_features: bool = False
+
+    @property
+    def rows(self) -> int:
+        return self.transactions.height
 
 
 def answer_jobs(scorer: Scorer, jobs: list[ScoringJob],
-                on_scored: Callable[[Scored], None] | None = None) -> list[pl.DataFrame]:
+                on_scored: Callable[[Scored], None] | None = None) -> list[Answer]:
     """Score the transactions of several requests in one call; each request's rows, in order."""
-    scored = scorer.score(transactions_frame([row for job in jobs for row in job.rows]))
+    scored = scorer.score(pl.concat([job.transactions for job in jobs], rechunk=False)
+                          if len(jobs) > 1 else jobs[0].transactions)
     if on_scored is not None:
         on_scored(scored)
-    predictions = predictions_frame(scored)  # once: per request, it would cost ~1 ms each
     answers, start = [], 0
+    if scored.height <= SMALL_ANSWER_ROWS:
+        rows = prediction_rows(scored, include_features=any(j.include_features for j in jobs))
+        for job in jobs:
+            part = rows[start:start + job.rows]
+            if not job.include_features:
+                part = [{k: v for k, v in row.items() if k != "features"} for row in part]
+            answers.append(part)
+            start += job.rows
+        return answers
+    predictions = predictions_frame(scored)  # once: per request, it would cost ~1 ms each
     for job in jobs:
-        part = predictions.slice(start, len(job.rows))
+        part = predictions.slice(start, job.rows)
         if job.include_features:
-            part = part.hstack([features_struct(scored.features.slice(start, len(job.rows)))])
+            part = part.hstack([features_struct(scored.features.slice(start, job.rows))])
         answers.append(part)
-        start += len(job.rows)
+        start += job.rows
     return answers

@@ -33,6 +33,8 @@ POLARS_DTYPES: dict[str, pl.DataType] = {
     "tx_fraud": pl.Int8(),
     "tx_fraud_scenario": pl.Int8(),
 }
+REQUEST_DTYPES = {name: POLARS_DTYPES[name] for name in REQUIRED_COLUMNS}
+"""A transaction as it is scored: the required fields, no labels."""
 RAW_DTYPES: dict[str, pl.DataType] = {
     **POLARS_DTYPES,
     "partition_date": pl.Date(),
