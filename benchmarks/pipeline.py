@@ -21,8 +21,14 @@ Scenarios, in the order they run:
   read them with the IO manager's functions, ``batch_features``, write one file per asset and day.
 - ``dagster_run_per_day``: the same job one day per run, for a few days, to show what a backfill
   of one run per partition would cost (extrapolated to all days).
+- ``dagster_drift``: on the stored days, ``retrain_job`` makes a champion (XGBoost, trained on the
+  first weeks), then ``drift_report`` over all days as ONE run (the UI backfill), timed per day.
+- ``drift_functions``: the floor for it, ``predict_proba`` and ``drift_summary`` (HTML written) on
+  a sample of the same days without Dagster.
 
-Then one summary line per stage against its floor.
+Then one summary line per stage against its floor (drift: seconds per day).
+
+    uv run python benchmarks/pipeline.py --only-stage drift --root DIR   # DIR holds both stages
 """
 
 import argparse
@@ -39,6 +45,8 @@ from pathlib import Path
 
 START = dt.date(2025, 1, 1)
 FLOORS_S = {"transactions": 60, "features": 30}
+DRIFT_FLOOR_S_PER_DAY = 3.0
+DRIFT_TRAINING_END = START + dt.timedelta(days=27)
 
 
 def peak_rss_mb() -> float:
@@ -317,6 +325,86 @@ def dagster_run_per_day(days: int, root: Path) -> dict:
     return out
 
 
+def _champion(root: Path) -> None:
+    """A champion for the drift reports, trained on the first weeks of the stored days."""
+    os.environ["FRAUD_DATA_DIR"] = str(root / "data")
+    import dagster as dg
+
+    from fraud_dagster.definitions import defs
+
+    with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
+        result = defs.resolve_job_def("retrain_job").execute_in_process(
+            instance=instance,
+            run_config={**QUIET, "ops": {"fraud_model": {"config": {
+                "training_end": DRIFT_TRAINING_END.isoformat(), "models": ["xgboost"],
+                "balancing": ["none"], "validation_folds": 2}}}},
+        )
+        assert result.success
+
+
+def dagster_drift(days: int, root: Path) -> dict:
+    """``drift_report`` for all days as one run, after ``retrain_job`` made a champion."""
+    import dagster as dg
+
+    from fraud_dagster.partitions import partition_range_tags
+
+    t0 = time.perf_counter()
+    _champion(root)
+    champion_s = time.perf_counter() - t0
+    from fraud_dagster.definitions import defs
+
+    last = START + dt.timedelta(days=days - 1)
+    with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
+        called_at, t0 = time.time(), time.perf_counter()
+        result = defs.resolve_job_def("daily_job").execute_in_process(
+            instance=instance,
+            tags=partition_range_tags(START, last),
+            run_config=QUIET,
+            asset_selection=[dg.AssetKey("drift_report")],
+        )
+        wall, returned_at = time.perf_counter() - t0, time.time()
+        assert result.success
+        steps = _step_seconds(instance, result.run_id)
+        split = _event_split(instance, result.run_id, called_at, returned_at)
+        reported = len(instance.get_materialized_partitions(dg.AssetKey("drift_report")))
+    return {
+        "stage": "drift",
+        "champion_s": round(champion_s, 2),
+        "wall_s": round(wall, 2),
+        "step_s": round(sum(steps.values()), 2),
+        "days_reported": reported,
+        "wall_s_per_day": round(wall / days, 2),
+        **split,
+    }
+
+
+def drift_functions(days: int, root: Path, sample: int) -> dict:
+    """The drift floor: a sample of the stored days, champion scores and ``drift_summary``
+    (HTML written), without Dagster; the champion is the one ``dagster_drift`` made."""
+    os.environ["FRAUD_DATA_DIR"] = str(root / "data")
+    import dagster as dg
+
+    from fraud_dagster.core.drift import DRIFT_COLUMNS, drift_summary
+    from fraud_dagster.definitions import default_resources
+    from fraud_dagster.io_managers import DailyTables
+
+    resources = default_resources()
+    models, tables = resources["model_registry"], DailyTables(base_path=str(root / "data" / "assets"))
+    champion = models.champion()
+    reference = models.reference(champion)
+    step = max(days // sample, 1)
+    chosen = [START + dt.timedelta(days=i) for i in range(0, days, step)][:sample]
+    seconds = []
+    for day in chosen:
+        features = tables.read_days(dg.AssetKey("transaction_features"), [day])
+        t0 = time.perf_counter()
+        current = features.with_columns(score=champion.predict_proba(features))
+        drift_summary(reference, current, DRIFT_COLUMNS, html_path=root / "html" / f"{day}.html")
+        seconds.append(time.perf_counter() - t0)
+    return {"days_sampled": len(chosen), "s_per_day": round(sum(seconds) / len(seconds), 2),
+            "max_s_per_day": round(max(seconds), 2)}
+
+
 def measure(scenario: str, days: int, root: Path | None, stage: str | None) -> dict:
     with contextlib.ExitStack() as stack:
         if root is None:
@@ -327,6 +415,10 @@ def measure(scenario: str, days: int, root: Path | None, stage: str | None) -> d
             result = features_functions(days, root)
         elif scenario == "dagster_stage":
             result = dagster_stage(stage, days, root)
+        elif scenario == "dagster_drift":
+            result = dagster_drift(days, root)
+        elif scenario == "drift_functions":
+            result = drift_functions(days, root, sample=10)
         else:
             result = dagster_run_per_day(days, root)
     return {
@@ -355,13 +447,14 @@ def main() -> None:
     parser.add_argument("--per-day-runs", type=int, default=3)
     parser.add_argument(
         "--scenario",
-        choices=["functions", "dagster_stage", "features_functions", "dagster_run_per_day"],
+        choices=["functions", "dagster_stage", "features_functions", "dagster_run_per_day",
+                 "dagster_drift", "drift_functions"],
     )
     parser.add_argument("--stage", choices=list(STAGES))
     parser.add_argument("--root", type=Path, help="data and instance folder shared by stages")
     parser.add_argument(
         "--only-stage",
-        choices=list(STAGES),
+        choices=[*STAGES, "drift"],
         help="with --root holding the transactions stage already: run that stage alone",
     )
     args = parser.parse_args()
@@ -369,11 +462,15 @@ def main() -> None:
         print(json.dumps(measure(args.scenario, args.days, args.root, args.stage)))
         return
     if args.only_stage:
-        if args.only_stage == "features" and not args.root:
-            sys.exit("--only-stage features needs --root with the transactions stage in it")
+        if args.only_stage != "transactions" and not args.root:
+            sys.exit(f"--only-stage {args.only_stage} needs --root with the stages before it")
         with contextlib.ExitStack() as stack:
             root = args.root or Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            _run("dagster_stage", args.days, root, args.only_stage)
+            if args.only_stage == "drift":
+                drift_summary_line(args.days, _run("dagster_drift", args.days, root),
+                                   _run("drift_functions", args.days, root))
+            else:
+                _run("dagster_stage", args.days, root, args.only_stage)
         return
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -384,6 +481,8 @@ def main() -> None:
             "features": _run("dagster_stage", args.days, shared, "features"),
         }
         features_only = _run("features_functions", args.days, shared)
+        drift = _run("dagster_drift", args.days, shared)
+        drift_floor = _run("drift_functions", args.days, shared)
     per_day = _run("dagster_run_per_day", args.per_day_runs)["stages"]
 
     pure = functions_only["stages"]
@@ -416,6 +515,21 @@ def main() -> None:
             "floor_wall_s": floor,
             "meets_floor": run["wall_s"] < floor,
         }), flush=True)
+    drift_summary_line(args.days, drift, drift_floor)
+
+
+def drift_summary_line(days: int, drift: dict, floor: dict) -> None:
+    print(json.dumps({
+        "summary": "drift: drift_report single-run backfill vs the functions alone",
+        "days": days,
+        "single_run_wall_s": drift["wall_s"],
+        "single_run_s_per_day": drift["wall_s_per_day"],
+        "single_run_split_s": drift["split_s"],
+        "functions_s_per_day": floor["s_per_day"],
+        "functions_max_s_per_day": floor["max_s_per_day"],
+        "floor_s_per_day": DRIFT_FLOOR_S_PER_DAY,
+        "meets_floor": drift["wall_s_per_day"] < DRIFT_FLOOR_S_PER_DAY,
+    }), flush=True)
 
 
 if __name__ == "__main__":

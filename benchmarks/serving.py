@@ -134,6 +134,19 @@ async def _user(port: int, requests: list[bytes], start: int, until: float, meas
         writer.close()
 
 
+def cpu_times() -> list[int]:
+    """The machine's CPU time counters (``/proc/stat``: user ... steal), in ticks."""
+    with open("/proc/stat") as stat:
+        return [int(x) for x in stat.readline().split()[1:9]]
+
+
+def steal_percent(before: list[int], after: list[int]) -> float:
+    """Share of CPU time the hypervisor took from this machine between two ``cpu_times``: on a
+    shared VM, latency figures are only comparable between runs with similar steal."""
+    spent = [b - a for a, b in zip(before, after)]
+    return round(100 * spent[7] / max(sum(spent), 1), 1)
+
+
 def closed_loop(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float,
                 warmup: float = 1.0) -> dict:
     head = b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" % (
@@ -148,7 +161,9 @@ def closed_loop(port: int, path: str, bodies: list[bytes], concurrency: int, sec
             _user(port, requests, k * 7919, start + warmup + seconds, start + warmup, latencies,
                   errors) for k in range(concurrency)))
 
+    before = cpu_times()
     asyncio.run(run())
+    steal = steal_percent(before, cpu_times())
     ms = np.array(latencies) * 1000
     return {
         "concurrency": concurrency,
@@ -158,6 +173,7 @@ def closed_loop(port: int, path: str, bodies: list[bytes], concurrency: int, sec
         "p50_ms": round(float(np.percentile(ms, 50)), 2),
         "p99_ms": round(float(np.percentile(ms, 99)), 2),
         "throughput_rps": round(len(latencies) / seconds, 1),
+        "cpu_steal_percent": steal,
     }
 
 

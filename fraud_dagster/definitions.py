@@ -6,7 +6,7 @@ import dagster as dg
 
 from fraud_dagster import settings
 from fraud_dagster.alerts import AlertSink
-from fraud_dagster.assets.monitoring import ModelRegistry
+from fraud_dagster.assets.monitoring import ModelRegistry, PredictionLogStore
 from fraud_dagster.assets import features, model, monitoring, serving, transactions
 from fraud_dagster.checks import validation_checks
 from fraud_dagster.io_managers import DailyTables, PickleIOManager, PolarsParquetIOManager
@@ -40,7 +40,8 @@ def local_resources(
     bentoml_home: Path | None = None,
 ) -> dict:
     """Everything under one data root: parquet per asset and day, the trained model, MLflow's
-    tracking and registry (SQLite) and artifacts, drift reports, alerts."""
+    tracking and registry (SQLite) and artifacts, drift reports, alerts, and the folder the
+    BentoML service logs its predictions to."""
     assets = str(data_dir / "assets")
     mlflow_dir = data_dir / "mlflow"
     tracking_uri = mlflow_tracking_uri or f"sqlite:///{mlflow_dir / 'mlflow.db'}"
@@ -52,6 +53,7 @@ def local_resources(
         "transaction_source": source,
         "model_registry": ModelRegistry(tracking_uri=tracking_uri,
                                         monitoring_dir=str(data_dir / "monitoring")),
+        "prediction_logs": PredictionLogStore(folder=str(data_dir / "predictions")),
         "drift_policy": DriftPolicy(),
         "alerts": AlertSink(alerts_file=str(data_dir / "alerts" / "alerts.jsonl"),
                             webhook_url=settings.alert_webhook_url()),

@@ -463,6 +463,47 @@ def test_without_a_token_set_none_is_needed_and_the_log_is_flushed_at_shutdown(
     assert logged(data_dir)["transaction_id"].to_list() == [GOOD["transaction_id"]]
 
 
+def test_drift_of_served_traffic_is_the_drift_of_the_same_day_in_the_batch(
+    project, held_out, champion, tmp_path
+):
+    """``served_drift_report`` reads what the service logged; the service computes the batch
+    features and scores, so for a day served whole its drift is that day's ``drift_report``."""
+    from fraud_dagster.assets import features, model, monitoring, serving, transactions
+    from fraud_dagster.assets.monitoring import PredictionLogStore
+
+    data_dir = tmp_path / "data"
+    served = Server(project.bentoml_home, data_dir, tmp_path / "server.log",
+                    FRAUD_PREDICTION_LOG_SECONDS="3600")
+    served.start()
+    try:
+        served.wait_ready()
+        response = httpx.post(f"{served.url}/predict_batch", timeout=120,
+                              json={"transactions": request_rows(held_out)})
+        assert response.status_code == 200, response.text
+    finally:
+        served.stop()  # the log is written at shutdown
+    resources = {**local_resources(project.data_dir, SimulatorSource(**SMALL_SIMULATOR)),
+                 "prediction_logs": PredictionLogStore(folder=str(data_dir / "predictions"))}
+    result = dg.materialize(
+        dg.load_assets_from_modules([transactions, features, model, serving, monitoring]),
+        selection=["drift_report", "served_drift_report"],
+        partition_key=HELD_OUT.isoformat(), resources=resources, instance=project.instance,
+    )
+    assert result.success
+    batch = read_partition(project.data_dir / "assets", "drift_report", HELD_OUT).row(0, named=True)
+    traffic = read_partition(project.data_dir / "assets", "served_drift_report", HELD_OUT).row(
+        0, named=True)
+    assert traffic["transactions"] == batch["transactions"] == held_out.height
+    assert traffic["served_model_versions"] == champion.version
+    assert traffic["drifted_columns"] == batch["drifted_columns"]
+    assert math.isclose(traffic["share_drifted_columns"], batch["share_drifted_columns"])
+    assert math.isclose(traffic["mean_score"], batch["mean_score"], rel_tol=1e-9)
+    html = project.data_dir / "monitoring" / "served_drift_reports" / f"{HELD_OUT}.html"
+    assert traffic["html_report"] == str(html) and "<html" in html.read_text()[:3000].lower()
+    metadata = result.asset_materializations_for_node("served_drift_report")[0].metadata
+    assert metadata["served_model_versions"].value == champion.version
+
+
 def test_a_missing_model_store_stops_start_up_with_a_clear_message(tmp_path):
     served = Server(tmp_path / "empty_bentoml", tmp_path / "data", tmp_path / "server.log")
     process = served.start()

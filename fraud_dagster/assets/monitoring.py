@@ -1,7 +1,10 @@
-"""Daily drift reports: a day's features and champion scores against the champion's training reference.
+"""Daily drift reports against the champion's training reference (a stored sample).
 
-Also the champion's label-based performance on the day whose labels have just arrived (the day
-``label_delay_days`` before), so concept drift is seen and not only data drift.
+``drift_report``: a day's batch features and the champion's scores on them, and the champion's
+label-based performance on the day whose labels have just arrived (``label_delay_days`` before),
+so concept drift is seen and not only data drift. ``served_drift_report``: the transactions the
+BentoML service scored that day (its prediction log, ``prediction_log``) and the scores it gave,
+so drift is measured on real traffic too.
 """
 
 import datetime as dt
@@ -12,15 +15,27 @@ import polars as pl
 from mlflow import MlflowClient
 
 from fraud_dagster import registry
-from fraud_dagster.core.drift import DRIFT_COLUMNS, drift_summary
+from fraud_dagster.core.drift import DRIFT_COLUMNS, SCORE_COLUMN, drift_summary
 from fraud_dagster.core.features import DEFAULT_LABEL_DELAY
 from fraud_dagster.core.metrics import average_precision
+from fraud_dagster.core.prediction_log import read_day
 from fraud_dagster.core.reporting import markdown_table
 from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.partitions import daily_partitions, window_days
 
 FEATURES = dg.AssetKey("transaction_features")
 VALIDATED = dg.AssetKey("validated_transactions")
+
+prediction_log = dg.AssetSpec(
+    "prediction_log",
+    group_name="serving",
+    partitions_def=daily_partitions,
+    deps=[dg.AssetKey("bento_model")],
+    kinds={"bentoml", "parquet"},
+    description="What bento/service.py served: each transaction's features, probability, decision"
+    " and model version, under <data root>/predictions/<transaction day>/. Written by the service,"
+    " not by Dagster.",
+)
 
 
 class ModelRegistry(dg.ConfigurableResource):
@@ -44,8 +59,18 @@ class ModelRegistry(dg.ConfigurableResource):
     def reference(self, model: registry.RegisteredModel) -> pl.DataFrame:
         return registry.load_reference(self.client(), model, Path(self.monitoring_dir) / "references")
 
-    def report_path(self, day: dt.date) -> Path:
-        return Path(self.monitoring_dir) / "drift_reports" / f"{day.isoformat()}.html"
+    def report_path(self, day: dt.date, kind: str = "drift_reports") -> Path:
+        return Path(self.monitoring_dir) / kind / f"{day.isoformat()}.html"
+
+
+class PredictionLogStore(dg.ConfigurableResource):
+    """The serving prediction log's folder (``<data root>/predictions``, where bento/service.py
+    writes with the same ``FRAUD_DATA_DIR``)."""
+
+    folder: str
+
+    def read_day(self, day: dt.date) -> pl.DataFrame | None:
+        return read_day(Path(self.folder), day)
 
 
 class DriftReportConfig(dg.Config):
@@ -115,22 +140,32 @@ def drift_report(
                                 html_path=model_registry.report_path(day),
                                 drift_share=config.drift_share)
         rows.append({
-            "day": day,
-            "champion_version": champion.version,
-            "champion_test_average_precision": champion_ap,
-            "transactions": current.height,
-            "share_drifted_columns": summary.share_drifted_columns,
-            "dataset_drift": summary.dataset_drift,
-            "drifted_columns": ", ".join(summary.drifted_columns),
-            "mean_score": float(current["score"].mean()),
+            **_drift_row(day, champion, champion_ap, current, summary),
             **_labelled_performance(
                 daily_tables, champion, day - dt.timedelta(days=config.label_delay_days)
             ),
             "html_report": str(summary.html_path),
         })
         context.log.info(f"{day}: {summary.n_drifted} of {summary.n_columns} columns drifted")
-    if not rows:
-        return
+    if rows:
+        yield _report_output(rows, champion, summary)
+
+
+def _drift_row(day: dt.date, champion, champion_ap, current: pl.DataFrame, summary) -> dict:
+    return {
+        "day": day,
+        "champion_version": champion.version,
+        "champion_test_average_precision": champion_ap,
+        "transactions": current.height,
+        "share_drifted_columns": summary.share_drifted_columns,
+        "dataset_drift": summary.dataset_drift,
+        "drifted_columns": ", ".join(summary.drifted_columns),
+        "mean_score": float(current["score"].mean()),
+    }
+
+
+def _report_output(rows: list[dict], champion, last_summary) -> dg.Output:
+    """The days' rows as the asset's table; metadata for one day in detail, or per day."""
     table = pl.DataFrame(rows)
     metadata = {
         "champion_version": champion.version,
@@ -140,10 +175,63 @@ def drift_report(
         "html_report": dg.MetadataValue.path(rows[-1]["html_report"]),
     }
     if len(rows) == 1:
-        metadata["drifted_columns"] = dg.MetadataValue.md(summary.markdown_table())
-        for key in ("labelled_day", "labelled_average_precision", "labelled_recall"):
-            if rows[0][key] is not None:
-                metadata[key] = str(rows[0][key]) if key == "labelled_day" else rows[0][key]
+        metadata["drifted_columns"] = dg.MetadataValue.md(last_summary.markdown_table())
+        for key, value in rows[0].items():
+            if key.startswith(("labelled_", "served_")) and value is not None:
+                metadata[key] = value if isinstance(value, (int, float)) else str(value)
     else:
         metadata["per_day"] = dg.MetadataValue.md(markdown_table(table.drop("html_report")))
-    yield dg.Output(table, metadata=metadata)
+    return dg.Output(table, metadata=metadata)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="monitoring",
+    metadata={"partition_expr": "day"},
+    kinds={"evidently", "parquet"},
+    deps=[prediction_log],
+    output_required=False,
+)
+def served_drift_report(
+    context: dg.AssetExecutionContext,
+    config: DriftReportConfig,
+    prediction_logs: PredictionLogStore,
+    model_registry: ModelRegistry,
+):
+    """Per day: the transactions the BentoML service scored (its prediction log) and the
+    probabilities it answered, against the champion's training reference (HTML report under
+    the data root, beside ``drift_report``'s). Days nothing was served for are left out."""
+    champion = model_registry.champion()
+    if champion is None:
+        context.log.warning("no champion model yet: run retrain_job first; no drift report made")
+        return
+    reference = model_registry.reference(champion)
+    champion_ap = model_registry.client().get_run(champion.run_id).data.metrics.get(
+        "test_average_precision")
+    first, last = window_days(context.partition_time_window)
+    rows, summary = [], None
+    for offset in range((last - first).days + 1):
+        day = first + dt.timedelta(days=offset)
+        served = prediction_logs.read_day(day)
+        if served is None or served.height == 0:
+            context.log.info(f"{day}: nothing served, no drift report")
+            continue
+        current = served.rename({"fraud_probability": SCORE_COLUMN})
+        columns = [c for c in DRIFT_COLUMNS if c in current.columns and c in reference.columns]
+        summary = drift_summary(reference, current, columns,
+                                html_path=model_registry.report_path(day, "served_drift_reports"),
+                                drift_share=config.drift_share)
+        versions = sorted(served["model_version"].unique().to_list())
+        if versions != [champion.version]:
+            context.log.warning(f"{day}: served by model version(s) {versions}, compared with the"
+                                f" reference of the champion, version {champion.version}")
+        rows.append({
+            **_drift_row(day, champion, champion_ap, current, summary),
+            "served_model_versions": ", ".join(versions),
+            "served_share_flagged": float(served["is_fraud"].mean()),
+            "html_report": str(summary.html_path),
+        })
+        context.log.info(f"{day}: {summary.n_drifted} of {summary.n_columns} served columns drifted")
+    if rows:
+        yield _report_output(rows, champion, summary)

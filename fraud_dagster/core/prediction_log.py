@@ -90,3 +90,12 @@ class PredictionLog:
         self._wake.set()
         self._writer.join()
         return self.flush()
+
+
+def read_day(folder: Path, day) -> pl.DataFrame | None:
+    """Every row logged for transactions of ``day`` (files written whole, temporary ones
+    skipped), or None when nothing was served for that day."""
+    files = sorted((Path(folder) / day.isoformat()).glob("*.parquet"))
+    if not files:
+        return None
+    return pl.concat([pl.read_parquet(path) for path in files], how="vertical_relaxed")
