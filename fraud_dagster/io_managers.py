@@ -129,16 +129,12 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
         if not context.has_asset_partitions:
             return read_parquet(self._asset_dir(context).with_suffix(".parquet"))
         paths = [self._partition_path(context, key) for key in context.asset_partition_keys]
-        if context.definition_metadata.get("allow_missing_partitions"):
-            # A history window may reach days that were never ingested (a landing folder with
-            # gaps, a fresh project): those days have no history, which the caller reports.
-            missing = [p.stem for p in paths if not p.exists()]
-            if missing:
-                context.log.warning(
-                    f"{len(missing)} of {len(paths)} partitions of"
-                    f" {context.asset_key.to_user_string()} are not materialised: {missing[:10]}"
-                )
-            paths = [p for p in paths if p.exists()]
+        missing = [path.stem for path in paths if not path.exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"{context.asset_key.to_user_string()} is not materialised for {len(missing)} of"
+                f" the {len(paths)} days asked (e.g. {missing[:5]}): materialise it first"
+            )
         frames = in_threads(read_parquet, paths, self.threads)
         return pl.concat(frames, how="vertical") if frames else pl.DataFrame()
 
@@ -163,6 +159,17 @@ class DailyTables(dg.ConfigurableResource):
                 " materialise them first"
             )
         return pl.concat(in_threads(read_parquet, paths, threads=4))
+
+    def read_existing_days(self, asset_key: dg.AssetKey, days: list[dt.date]
+                           ) -> tuple[pl.DataFrame, list[dt.date]]:
+        """The days of ``asset_key`` that are materialised (an empty frame if none), and the
+        days that are not."""
+        folder = UPath(self.base_path).joinpath(*asset_key.path)
+        paths = {day: folder / f"{day.isoformat()}.parquet" for day in days}
+        present = [path for path in paths.values() if path.exists()]
+        missing = [day for day, path in paths.items() if not path.exists()]
+        frames = in_threads(read_parquet, present, threads=4)
+        return (pl.concat(frames) if frames else pl.DataFrame()), missing
 
 
 class PickleIOManager(dg.ConfigurableIOManager):

@@ -44,6 +44,29 @@ def test_daily_assets_start_on_a_fixed_date_and_backfill_in_one_run():
         assert node.backfill_policy == dg.BackfillPolicy.single_run()
 
 
+def test_a_ui_backfill_of_a_date_range_targets_exactly_those_days():
+    """What the UI's Materialize with a date range launches (assets and partition names): every
+    daily asset gets those days, none of the days after them (features read their history
+    window outside Dagster's partition mapping for this reason)."""
+    import time
+
+    from dagster._core.execution.asset_backfill import AssetBackfillData
+
+    graph = defs.resolve_asset_graph()
+    daily = sorted(dg.AssetSelection.groups("transactions", "features", "monitoring")
+                   .resolve(graph))
+    days = [f"2025-04-{d}" for d in range(24, 31)] + [f"2025-05-0{d}" for d in range(1, 8)]
+    with dg.instance_for_test() as instance:
+        backfill = AssetBackfillData.from_asset_partitions(
+            asset_graph=graph, partition_names=days, asset_selection=daily,
+            dynamic_partitions_store=instance, backfill_start_timestamp=time.time(),
+            all_partitions=False)
+    targeted = backfill.target_subset.partitions_subsets_by_asset_key
+    assert set(targeted) == set(daily)
+    for key, subset in targeted.items():
+        assert sorted(subset.get_partition_keys()) == days, key.to_user_string()
+
+
 def test_the_ui_shows_the_pandera_schemas():
     job = defs.resolve_job_def("ingest_job")
     node_def = job.graph.node_dict["validated_transactions"].definition

@@ -519,6 +519,29 @@ def test_a_missing_model_store_stops_start_up_with_a_clear_message(tmp_path):
 
 # Re-export only on promotion
 
+def test_an_empty_feature_state_is_refused_and_the_store_is_left_as_it_was(project, tmp_path):
+    from fraud_dagster.assets import features, model, monitoring, serving, transactions
+
+    day = HELD_OUT + dt.timedelta(days=60)
+    state = read_partition(project.data_dir / "assets", "feature_state", STATE_DAY)
+    empty = project.data_dir / "assets" / "feature_state" / f"{day}.parquet"
+    state.clear().write_parquet(empty)
+    before = project.model_dirs()
+    try:
+        result = dg.materialize(
+            dg.load_assets_from_modules([transactions, features, model, serving, monitoring]),
+            selection=["bento_model"], instance=project.instance, raise_on_error=False,
+            resources=local_resources(project.data_dir, SimulatorSource(**SMALL_SIMULATOR)),
+            run_config={"ops": {"bento_model": {"config": {"state_date": day.isoformat()}}}},
+        )
+    finally:
+        empty.unlink()
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "has no customers or terminals" in str(failure.step_failure_data.error)
+    assert project.model_dirs() == before
+
+
 def test_a_challenger_that_is_not_promoted_is_not_exported(project):
     before = project.model_dirs()
     result = retrain(project.defs, project.instance, models=("xgboost",), min_gain=0.5)

@@ -13,7 +13,10 @@ from fraud_dagster.core.features import (
     batch_features,
 )
 from fraud_dagster.core.schema import POLARS_DTYPES as VALIDATED_DTYPES
+from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.partitions import daily_partitions, window_days
+
+VALIDATED = dg.AssetKey("validated_transactions")
 
 HISTORY_DAYS = FeatureSpec(label_delay=DEFAULT_LABEL_DELAY).history_days()
 
@@ -37,24 +40,26 @@ class FeaturesConfig(dg.Config):
             " service needs to compute the next day's features exactly as the batch does.",
         ),
     },
-    ins={
-        "validated_transactions": dg.AssetIn(
-            partition_mapping=dg.TimeWindowPartitionMapping(
-                start_offset=-HISTORY_DAYS, allow_nonexistent_upstream_partitions=True
-            ),
-            metadata={"allow_missing_partitions": True},
-        )
-    },
+    # The run's own days only. The history window before them is read through DailyTables:
+    # declared as a TimeWindowPartitionMapping(start_offset=-HISTORY_DAYS), it made every UI
+    # backfill of a date range extend this asset and drift_report HISTORY_DAYS past the range
+    # (Dagster's asset backfill targets every downstream day that reads a targeted upstream day),
+    # computing features and a feature_state for days that were never ingested.
+    ins={"validated_transactions": dg.AssetIn()},
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="features",
 )
 def transaction_features(
-    context: dg.AssetExecutionContext, config: FeaturesConfig, validated_transactions: pl.DataFrame
+    context: dg.AssetExecutionContext,
+    config: FeaturesConfig,
+    validated_transactions: pl.DataFrame,
+    daily_tables: DailyTables,
 ):
     """Features for each day from its transactions and the state at the end of the day before.
 
-    Reads the validated days in the run plus the history window before them, not all history.
+    Reads the validated days in the run plus the history window before them, not all history;
+    history days never ingested (a fresh project, a landing folder with gaps) are reported.
     """
     first, last = window_days(context.partition_time_window)
     spec = FeatureSpec(label_delay=config.label_delay_days)
@@ -63,9 +68,14 @@ def transaction_features(
             f"label_delay_days={config.label_delay_days} needs {spec.history_days()} days of"
             f" history; this asset reads {HISTORY_DAYS}"
         )
-    if validated_transactions.width == 0:
-        validated_transactions = pl.DataFrame(schema=VALIDATED_DTYPES)
     window_first = max(first - dt.timedelta(days=HISTORY_DAYS), settings.start_date())
+    history_days = [window_first + dt.timedelta(days=i) for i in range((first - window_first).days)]
+    history, missing = daily_tables.read_existing_days(VALIDATED, history_days)
+    if missing:
+        context.log.warning(f"{len(missing)} of the {len(history_days)} history days before"
+                            f" {first} were never ingested: {[d.isoformat() for d in missing[:10]]}")
+    frames = [frame for frame in (history, validated_transactions) if frame.width]
+    validated_transactions = pl.concat(frames) if frames else pl.DataFrame(schema=VALIDATED_DTYPES)
     days_present = validated_transactions["tx_datetime"].dt.date().n_unique()
     features, state = batch_features(validated_transactions, first, last, spec)
     yield dg.Output(

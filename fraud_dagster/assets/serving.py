@@ -80,6 +80,10 @@ def bento_model(
     champion = registry.load_version(client, version)
     day = _state_date(context.instance, config)
     state = daily_tables.read_days(FEATURE_STATE, [day])
+    if state.height == 0:
+        raise dg.Failure(f"feature_state of {day} has no customers or terminals: the service"
+                         " would treat every one as unknown. Export the state of an ingested day"
+                         " (bento_model's state_date).")
     lineage = {
         "registered_model": registry.REGISTERED_MODEL,
         "registered_version": champion.version,
@@ -99,7 +103,8 @@ def bento_model(
             Path(model.path), champion.pipeline, state, threshold=champion.threshold,
             feature_columns=champion.feature_columns, info=lineage,
         )
-        model.info.metadata.update(info)
+        # BentoML's model.yaml takes no null values: it would not load again.
+        model.info.metadata.update({k: v for k, v in info.items() if v is not None})
     context.log.info(f"exported champion v{champion.version} with the state of {day}"
                      f" as {model.tag}")
     return dg.MaterializeResult(metadata={
