@@ -1,15 +1,18 @@
 """Serving benchmark: the exported model behind our BentoML service and a minimal FastAPI app.
 
-    python3 -m uv run python benchmarks/serving.py [--bentoml-home PATH] [--seconds 10]
+    python3 -m uv run python benchmarks/serving.py [--bentoml-home PATH] [--seconds 10] [--warmup 5]
 
 Without ``--bentoml-home``, first builds a project in a temporary folder (75 days of the default
 simulator, an XGBoost champion, ``bento_model`` with the state of the day before the last), about
-two minutes. Then, one server at a time on a free loopback port: ``bentoml serve`` from ``bento/``
+half a minute. Then, one server at a time on a free loopback port: ``bentoml serve`` from ``bento/``
 and a plain FastAPI app on uvicorn (one process each, the same pydantic models and ``Scorer``, no
 micro-batching, no prediction log, no token or size checks). Each gets closed-loop single-row load
 at concurrency 1, 8 and 32 (``/predict``: p50/p99 latency, throughput) and whole-day batches
 (``/predict_batch``: rows/s); requests are the day after the state date. The floor is the
-in-process ``Scorer.score``. One JSON line per measurement, then one per floor.
+in-process ``Scorer.score``. Each measurement runs ``--warmup`` seconds of the same load first,
+unmeasured, and reports the share of CPU time the hypervisor stole meanwhile. The FastAPI app
+reads batches through pydantic, as a plain FastAPI app does; our service reads them with msgspec
+(``read_batch``). One JSON line per measurement, then one per floor.
 """
 
 from __future__ import annotations
@@ -260,14 +263,14 @@ def in_process(model_dir: Path, n: int = 1000) -> None:
 
 
 def measure_server(name: str, port: int, singles: list[bytes], batch: bytes, rows: int,
-                   seconds: float) -> list[dict]:
+                   seconds: float, warmup: float) -> list[dict]:
     results = []
     for concurrency in CONCURRENCY:
         record = {"server": name, "endpoint": "/predict",
-                  **closed_loop(port, "/predict", singles, concurrency, seconds)}
+                  **closed_loop(port, "/predict", singles, concurrency, seconds, warmup)}
         emit(record)
         results.append(record)
-    record = closed_loop(port, "/predict_batch", [batch], 1, seconds)
+    record = closed_loop(port, "/predict_batch", [batch], 1, seconds, warmup)
     record = {"server": name, "endpoint": "/predict_batch", "rows_per_request": rows, **record,
               "rows_per_s": round(record["throughput_rps"] * rows)}
     emit(record)
@@ -280,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bentoml-home", type=Path, default=None,
                         help="use the latest fraud_model of this store instead of building one")
     parser.add_argument("--seconds", type=float, default=10.0, help="per measurement")
+    parser.add_argument("--warmup", type=float, default=5.0,
+                        help="seconds of the same load before each measurement: the first"
+                        " seconds of a fresh server (first queries planned, first allocations)"
+                        " have a tail of their own")
     args = parser.parse_args(argv)
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     with tempfile.TemporaryDirectory(prefix="serving_benchmark_") as tmp:
@@ -309,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             process = start_server(port)
             try:
                 wait_ready(f"http://127.0.0.1:{port}{ready_path}", process)
-                measured[name] = measure_server(name, port, singles, batch, len(rows), args.seconds)
+                measured[name] = measure_server(name, port, singles, batch, len(rows), args.seconds,
+                                                args.warmup)
             finally:
                 stop_group(process)
         ours, baseline = measured["bentoml"], measured["fastapi"]

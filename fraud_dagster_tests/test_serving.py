@@ -2,6 +2,7 @@
 serve`` from ``bento/`` in a subprocess on a free loopback port with its own ``BENTOML_HOME``."""
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -107,6 +108,16 @@ class Server:
         if self.process is not None:
             stop_group(self.process)
 
+    @contextlib.contextmanager
+    def running(self):
+        """Started and ready inside the block, stopped (its log written) after it."""
+        self.start()
+        try:
+            self.wait_ready()
+            yield self
+        finally:
+            self.stop()
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
@@ -118,12 +129,8 @@ def server(project, tmp_path_factory):
                     tmp_path_factory.mktemp("server") / "server.log",
                     FRAUD_API_TOKEN=TOKEN, FRAUD_MAX_BATCH_SIZE=str(MAX_BATCH),
                     FRAUD_MAX_REQUEST_BYTES=str(MAX_BYTES), FRAUD_PREDICTION_LOG_SECONDS="1")
-    served.start()
-    try:
-        served.wait_ready()
+    with served.running():
         yield served
-    finally:
-        served.stop()
 
 
 @pytest.fixture(scope="module")
@@ -451,14 +458,10 @@ def test_without_a_token_set_none_is_needed_and_the_log_is_flushed_at_shutdown(
     data_dir = tmp_path / "data"
     served = Server(project.bentoml_home, data_dir, tmp_path / "server.log",
                     FRAUD_PREDICTION_LOG_SECONDS="3600")
-    served.start()
-    try:
-        served.wait_ready()
+    with served.running():
         response = httpx.post(f"{served.url}/predict", json=GOOD, timeout=60)
         assert response.status_code == 200, response.text
         assert logged(data_dir).height == 0  # buffered
-    finally:
-        served.stop()
     assert served.process.returncode is not None
     assert logged(data_dir)["transaction_id"].to_list() == [GOOD["transaction_id"]]
 
@@ -474,14 +477,10 @@ def test_drift_of_served_traffic_is_the_drift_of_the_same_day_in_the_batch(
     data_dir = tmp_path / "data"
     served = Server(project.bentoml_home, data_dir, tmp_path / "server.log",
                     FRAUD_PREDICTION_LOG_SECONDS="3600")
-    served.start()
-    try:
-        served.wait_ready()
+    with served.running():  # the log is written at shutdown
         response = httpx.post(f"{served.url}/predict_batch", timeout=120,
                               json={"transactions": request_rows(held_out)})
         assert response.status_code == 200, response.text
-    finally:
-        served.stop()  # the log is written at shutdown
     resources = {**local_resources(project.data_dir, SimulatorSource(**SMALL_SIMULATOR)),
                  "prediction_logs": PredictionLogStore(folder=str(data_dir / "predictions"))}
     result = dg.materialize(

@@ -98,15 +98,17 @@ def _labelled_performance(tables: DailyTables, model, day: dt.date) -> dict:
     }
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="monitoring",
-    metadata={"partition_expr": "day"},
-    kinds={"evidently", "parquet"},
-    deps=[VALIDATED],
-    output_required=False,
-)
+DAILY_REPORT = {
+    "partitions_def": daily_partitions,
+    "backfill_policy": dg.BackfillPolicy.single_run(),
+    "group_name": "monitoring",
+    "metadata": {"partition_expr": "day"},
+    "kinds": {"evidently", "parquet"},
+    "output_required": False,  # no champion yet, or no day with rows: nothing is materialised
+}
+
+
+@dg.asset(deps=[VALIDATED], **DAILY_REPORT)
 def drift_report(
     context: dg.AssetExecutionContext,
     config: DriftReportConfig,
@@ -184,15 +186,7 @@ def _report_output(rows: list[dict], champion, last_summary) -> dg.Output:
     return dg.Output(table, metadata=metadata)
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="monitoring",
-    metadata={"partition_expr": "day"},
-    kinds={"evidently", "parquet"},
-    deps=[prediction_log],
-    output_required=False,
-)
+@dg.asset(deps=[prediction_log], **DAILY_REPORT)
 def served_drift_report(
     context: dg.AssetExecutionContext,
     config: DriftReportConfig,
