@@ -212,6 +212,20 @@ def test_bentoml_build_packs_the_service_its_code_and_the_exported_model(project
                    for name in names)
 
 
+def test_the_bento_pins_the_versions_the_project_locks_and_everything_serving_imports():
+    import importlib.metadata
+    import re
+
+    import yaml
+
+    spec = yaml.safe_load((REPO / "bento" / "bentofile.yaml").read_text())
+    pins = dict(re.match(r"([\w-]+)(?:\[\w+\])?==(.+)", p).groups()
+                for p in spec["python"]["packages"])
+    assert {name: importlib.metadata.version(name) for name in pins} == pins
+    # What bento/service.py imports, directly or through fraud_dagster.core, besides BentoML's own.
+    assert {"polars", "numpy", "scikit-learn", "xgboost", "pydantic", "fastapi", "msgspec"} <= set(pins)
+
+
 # What the service answers
 
 def test_swagger_at_the_root_documents_every_endpoint(client):
