@@ -142,23 +142,22 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
 class DailyTables(dg.ConfigurableResource):
     """Reads stored days of daily assets from the same layout ``PolarsParquetIOManager`` writes.
 
-    For assets whose config, not a partition mapping, names the days they read: the unpartitioned
-    model reads its training and test windows this way instead of loading every partition.
+    For days an asset reads that no partition mapping declares: the unpartitioned model's training
+    and test windows (named by its config), the history window before a features run's days.
     """
 
     base_path: str
 
     def read_days(self, asset_key: dg.AssetKey, days: list[dt.date]) -> pl.DataFrame:
-        folder = UPath(self.base_path).joinpath(*asset_key.path)
-        paths = [folder / f"{day.isoformat()}.parquet" for day in days]
-        missing = [path.stem for path in paths if not path.exists()]
+        """All of ``days``, or ``FileNotFoundError`` naming the ones not materialised."""
+        frame, missing = self.read_existing_days(asset_key, days)
         if missing:
             raise FileNotFoundError(
                 f"{len(missing)} of the days {days[0]}..{days[-1]} of"
-                f" {asset_key.to_user_string()} are not materialised (e.g. {missing[:5]}):"
-                " materialise them first"
+                f" {asset_key.to_user_string()} are not materialised"
+                f" (e.g. {[d.isoformat() for d in missing[:5]]}): materialise them first"
             )
-        return pl.concat(in_threads(read_parquet, paths, threads=4))
+        return frame
 
     def read_existing_days(self, asset_key: dg.AssetKey, days: list[dt.date]
                            ) -> tuple[pl.DataFrame, list[dt.date]]:

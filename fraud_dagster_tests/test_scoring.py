@@ -254,16 +254,8 @@ def test_request_columns_are_the_validated_schemas_required_fields():
 
 # Reading /predict_batch bodies: the fast path agrees with the pydantic models, or steps aside
 
-def pydantic_batch(body: bytes) -> tuple[pl.DataFrame, bool]:
-    from fraud_dagster.core.prediction_api import BatchRequest, request_rows
-    from fraud_dagster.core.scoring import transactions_frame
-
-    request = BatchRequest.model_validate_json(body)
-    return transactions_frame(request_rows(request.transactions)), request.include_features
-
-
 def test_a_days_batch_reads_the_same_as_through_the_pydantic_models(history):
-    from fraud_dagster.core.prediction_api import _plain_batch, read_batch
+    from fraud_dagster.core.prediction_api import _plain_batch, pydantic_batch, read_batch
 
     day = history[2].select(REQUIRED_COLUMNS)
     rows = [{**row, "tx_datetime": row["tx_datetime"].isoformat()}
@@ -308,7 +300,7 @@ GOOD_ROW = '"transaction_id": 1, "tx_datetime": "2025-03-15T14:03:07", "customer
 def test_any_body_reads_as_the_pydantic_models_read_it(body):
     from pydantic import ValidationError
 
-    from fraud_dagster.core.prediction_api import read_batch
+    from fraud_dagster.core.prediction_api import pydantic_batch, read_batch
 
     try:
         expected = pydantic_batch(body.encode())

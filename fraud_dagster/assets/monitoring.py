@@ -59,6 +59,16 @@ class ModelRegistry(dg.ConfigurableResource):
     def reference(self, model: registry.RegisteredModel) -> pl.DataFrame:
         return registry.load_reference(self.client(), model, Path(self.monitoring_dir) / "references")
 
+    def champion_and_reference(self) -> tuple[registry.RegisteredModel, pl.DataFrame, float | None
+                                              ] | None:
+        """The champion, its training reference and its test average precision; None before
+        there is a champion."""
+        champion = self.champion()
+        if champion is None:
+            return None
+        metrics = self.client().get_run(champion.run_id).data.metrics
+        return champion, self.reference(champion), metrics.get("test_average_precision")
+
     def report_path(self, day: dt.date, kind: str = "drift_reports") -> Path:
         return Path(self.monitoring_dir) / kind / f"{day.isoformat()}.html"
 
@@ -119,14 +129,12 @@ def drift_report(
     """Per day: Evidently drift of the features and champion scores against the champion's
     training reference (HTML report under the data root), and the champion's performance on the
     day whose labels have just arrived. Nothing is materialised before there is a champion."""
-    champion = model_registry.champion()
-    if champion is None:
+    compared = model_registry.champion_and_reference()
+    if compared is None:
         context.log.warning("no champion model yet: run retrain_job first; no drift report made")
         return
-    reference = model_registry.reference(champion)
+    champion, reference, champion_ap = compared
     first, last = window_days(context.partition_time_window)
-    champion_ap = model_registry.client().get_run(champion.run_id).data.metrics.get(
-        "test_average_precision")
     by_day = transaction_features.with_columns(_day=pl.col("tx_datetime").dt.date()).partition_by(
         "_day", as_dict=True, include_key=False
     ) if transaction_features.height else {}
@@ -196,13 +204,11 @@ def served_drift_report(
     """Per day: the transactions the BentoML service scored (its prediction log) and the
     probabilities it answered, against the champion's training reference (HTML report under
     the data root, beside ``drift_report``'s). Days nothing was served for are left out."""
-    champion = model_registry.champion()
-    if champion is None:
+    compared = model_registry.champion_and_reference()
+    if compared is None:
         context.log.warning("no champion model yet: run retrain_job first; no drift report made")
         return
-    reference = model_registry.reference(champion)
-    champion_ap = model_registry.client().get_run(champion.run_id).data.metrics.get(
-        "test_average_precision")
+    champion, reference, champion_ap = compared
     first, last = window_days(context.partition_time_window)
     rows, summary = [], None
     for offset in range((last - first).days + 1):

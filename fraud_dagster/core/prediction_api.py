@@ -27,7 +27,6 @@ import polars as pl
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, NaiveDatetime
 
-from fraud_dagster.core.features import KEY_COLUMNS
 from fraud_dagster.core.schema import REQUEST_DTYPES, REQUIRED_COLUMNS
 from fraud_dagster.core.scoring import Scored, Scorer, transactions_frame
 
@@ -169,8 +168,11 @@ def read_batch(body: bytes) -> tuple[pl.DataFrame, bool]:
     """A ``/predict_batch`` body as a frame of ``REQUIRED_COLUMNS`` (the validated schema's dtypes)
     and ``include_features``; raises pydantic's ``ValidationError`` naming each bad field."""
     plain = _plain_batch(body)
-    if plain is not None:
-        return plain
+    return plain if plain is not None else pydantic_batch(body)
+
+
+def pydantic_batch(body: bytes) -> tuple[pl.DataFrame, bool]:
+    """``read_batch`` through the pydantic models alone: the contract the fast path keeps."""
     request = BatchRequest.model_validate_json(body)
     return transactions_frame(request_rows(request.transactions)), request.include_features
 
@@ -196,11 +198,12 @@ def predictions_frame(scored: Scored, include_features: bool = False) -> pl.Data
         "is_fraud": scored.is_fraud,
         "top_contributions": scored.top_contributions(),
     })
-    return frame.hstack([features_struct(scored.features)]) if include_features else frame
+    return frame.hstack([features_struct(scored)]) if include_features else frame
 
 
 def prediction_rows(scored: Scored, include_features: bool = False) -> list[dict]:
-    """``predictions_frame``'s rows as dicts: for a single transaction, a frame costs 1.5 ms."""
+    """``predictions_frame``'s rows as dicts: a single transaction's answer in 0.6 ms, 1.2 ms
+    through a frame."""
     rows = [
         {"transaction_id": transaction_id, "fraud_probability": probability, "is_fraud": is_fraud,
          "top_contributions": top}
@@ -210,15 +213,16 @@ def prediction_rows(scored: Scored, include_features: bool = False) -> list[dict
             scored.top_contribution_rows())
     ]
     if include_features:
-        names = [c for c in scored.features.columns if c not in KEY_COLUMNS]
-        for row, features in zip(rows, scored.features.select(names).iter_rows(named=True)):
-            row["features"] = features
+        features = scored.features.select(scored.feature_names)
+        for row, values in zip(rows, features.iter_rows(named=True)):
+            row["features"] = values
     return rows
 
 
-def features_struct(features: pl.DataFrame) -> pl.Series:
-    names = [c for c in features.columns if c not in KEY_COLUMNS]
-    return features.select(pl.struct(names).alias("features")).to_series()
+def features_struct(scored: Scored, start: int = 0, rows: int | None = None) -> pl.Series:
+    """The ``features`` column of rows ``start``..``start + rows`` of an answer."""
+    return (scored.features.slice(start, rows).select(pl.struct(scored.feature_names))
+            .to_series().alias("features"))
 
 
 def prediction_body(model: dict, prediction: Answer) -> bytes:
@@ -274,7 +278,7 @@ def answer_jobs(scorer: Scorer, jobs: list[ScoringJob],
     for job in jobs:
         part = predictions.slice(start, job.rows)
         if job.include_features:
-            part = part.hstack([features_struct(scored.features.slice(start, job.rows))])
+            part = part.hstack([features_struct(scored, start, job.rows)])
         answers.append(part)
         start += job.rows
     return answers

@@ -91,13 +91,10 @@ class Scored:
     def height(self) -> int:
         return self.features.height
 
-    def slice(self, start: int, stop: int) -> Scored:
-        return Scored(
-            self.features.slice(start, stop - start),
-            self.probability[start:stop],
-            self.is_fraud[start:stop],
-            None if self.contributions is None else self.contributions[start:stop],
-        )
+    @property
+    def feature_names(self) -> list[str]:
+        """The model's features, in its order (``features`` without ``KEY_COLUMNS``)."""
+        return [c for c in self.features.columns if c not in KEY_COLUMNS]
 
     def top(self, k: int = TOP_CONTRIBUTIONS) -> tuple[list[str], np.ndarray, np.ndarray,
                                                        np.ndarray] | None:
@@ -106,7 +103,7 @@ class Scored:
         when the model has no contributions."""
         if self.contributions is None:
             return None
-        columns = [c for c in self.features.columns if c not in KEY_COLUMNS]
+        columns = self.feature_names
         k = min(k, len(columns))
         order = np.argsort(-np.abs(self.contributions), axis=1, kind="stable")[:, :k]
         values = np.take_along_axis(self.features.select(columns).to_numpy(), order, axis=1)
