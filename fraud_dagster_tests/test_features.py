@@ -6,16 +6,22 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from fraud_dagster.core.features import (
+    CUSTOMER_STATE,
+    EVENT_COLUMNS,
     FEATURE_COLUMNS,
+    KEY_COLUMNS,
+    MAX_SECONDS_SINCE_PREVIOUS,
+    TERMINAL_STATE,
     FeatureSpec,
     batch_features,
-    daily_aggregates,
+    cents,
+    feature_states,
     features_for_day,
-    states_for_days,
+    online_features,
+    state_as_of,
 )
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
 from fraud_dagster_tests.conftest import read_partition, run_ingest
-from fraud_dagster_tests.reference_state import state_as_of
 
 D = dt.date(2025, 3, 10)
 SPEC = FeatureSpec(label_delay=7)
@@ -39,15 +45,16 @@ def test_changing_data_from_day_d_on_leaves_day_d_features_unchanged(history):
     before = features_of_day(history)
     day_d_ids = before["transaction_id"]
     changed = history.with_columns(
-        # Everything from D on that is not the day-D transaction's own fields: labels of day D,
-        # all of the later days, and new transactions on day D.
+        # Everything that is not before a day-D transaction: labels of day D, all of the later
+        # days, and new transactions at the very end of day D.
         tx_fraud=pl.when(on_or_after(D)).then(1 - pl.col("tx_fraud")).otherwise(pl.col("tx_fraud")),
         tx_amount=pl.when(on_or_after(D + dt.timedelta(days=1)))
         .then(pl.col("tx_amount") * 10)
         .otherwise(pl.col("tx_amount")),
     )
     extra = history.filter(pl.col("tx_datetime").dt.date() == D).head(50).with_columns(
-        transaction_id=pl.col("transaction_id") + 900_000, tx_amount=pl.lit(9_999.0)
+        transaction_id=pl.col("transaction_id") + 900_000, tx_amount=pl.lit(9_999.0),
+        tx_datetime=pl.lit(dt.datetime.combine(D, dt.time(23, 59, 59, 500_000)), pl.Datetime("us")),
     )
     after = features_of_day(pl.concat([changed, extra]))
     assert_frame_equal(after.filter(pl.col("transaction_id").is_in(day_d_ids.implode())), before)
@@ -73,16 +80,24 @@ def test_labels_older_than_the_delay_do_change_terminal_risk(history):
     assert not after["terminal_risk_1d_delayed"].equals(before["terminal_risk_1d_delayed"])
 
 
-def tx(day: dt.date, hour: int, customer: int, terminal: int, amount: float, fraud: int, tid: int):
+def tx(day: dt.date, hour: int, customer: int, terminal: int, amount: float, fraud: int, tid: int,
+       minute: int = 0):
     return {
         "transaction_id": tid,
-        "tx_datetime": dt.datetime.combine(day, dt.time(hour)),
+        "tx_datetime": dt.datetime.combine(day, dt.time(hour, minute)),
         "customer_id": customer,
         "terminal_id": terminal,
         "tx_amount": amount,
         "tx_fraud": fraud,
         "tx_fraud_scenario": fraud,
     }
+
+
+def frame(rows: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame(rows).with_columns(
+        pl.col("tx_datetime").cast(pl.Datetime("us")),
+        pl.col("tx_fraud", "tx_fraud_scenario").cast(pl.Int8),
+    )
 
 
 def test_features_match_a_hand_computed_case():
@@ -98,29 +113,53 @@ def test_features_match_a_hand_computed_case():
         tx(ago(3), 10, 2, 7, 50.0, 1, 7),  # not known yet
         tx(day, 3, 1, 7, 60.0, 0, 8),
         tx(day, 15, 9, 99, 5.0, 0, 9),  # unknown customer and terminal
+        tx(day, 3, 1, 8, 6.0, 0, 10, minute=30),
+        tx(day, 3, 1, 9, 7.0, 0, 11, minute=30),  # the same second as 10: neither sees the other
     ]
-    history = pl.DataFrame(rows).with_columns(
-        pl.col("tx_datetime").cast(pl.Datetime("us")),
-        pl.col("tx_fraud", "tx_fraud_scenario").cast(pl.Int8),
-    )
-    f = {r["transaction_id"]: r for r in batch_features(history, day, day, SPEC)[0].to_dicts()}
-    known = f[8]
-    assert known["customer_nb_tx_1d"] == 2
-    assert known["customer_mean_amount_1d"] == 20.0
-    assert known["customer_std_amount_1d"] == pytest.approx(10.0)
-    assert known["customer_nb_tx_7d"] == 3
-    assert known["customer_mean_amount_7d"] == 20.0
-    assert known["customer_nb_tx_30d"] == 4
-    assert known["customer_mean_amount_30d"] == 25.0
-    assert known["amount_to_customer_mean_30d"] == pytest.approx(60 / 25)
-    assert known["tx_hour"] == 3.0 and known["tx_is_night"] == 1 and known["tx_is_weekend"] == 1
+    f = {r["transaction_id"]: r for r in batch_features(frame(rows), day, day, SPEC)[0].to_dicts()}
+    first = f[8]
+    assert first["customer_nb_tx_1d"] == 0 and first["customer_amount_1d"] == 0
+    assert first["customer_nb_tx_7d"] == 3
+    assert first["customer_mean_amount_7d"] == 20.0
+    assert first["customer_std_amount_7d"] == pytest.approx((200 / 3) ** 0.5)
+    assert first["customer_nb_tx_30d"] == 4
+    assert first["customer_mean_amount_30d"] == 25.0
+    assert first["amount_to_customer_mean_30d"] == pytest.approx(60 / 25)
+    assert first["customer_nb_terminals_24h"] == 1  # yesterday's 12:00 and 13:00, terminal 7
+    assert first["customer_seconds_since_previous"] == 14 * 3600
+    assert first["customer_nb_tx_1h"] == 0
+    assert first["tx_hour"] == 3.0 and first["tx_is_night"] == 1 and first["tx_is_weekend"] == 1
     # Terminal 7 on day-8 (the last labelled day): 2 transactions, 1 fraud.
-    assert known["terminal_nb_tx_1d_delayed"] == 2
-    assert known["terminal_risk_1d_delayed"] == 0.5
-    assert known["terminal_nb_tx_7d_delayed"] == 2
+    assert first["terminal_nb_tx_1d_delayed"] == 2
+    assert first["terminal_risk_1d_delayed"] == 0.5
+    assert first["terminal_nb_tx_7d_delayed"] == 2
+    for later in (f[10], f[11]):  # half an hour after transaction 8, at other terminals
+        assert later["customer_nb_tx_1d"] == 1 and later["customer_amount_1d"] == 60.0
+        assert later["customer_mean_amount_1d"] == 60.0 and later["customer_std_amount_1d"] == 0
+        assert later["customer_nb_tx_1h"] == 1 and later["customer_amount_1h"] == 60.0
+        assert later["customer_nb_tx_7d"] == 4 and later["customer_nb_tx_30d"] == 5
+        assert later["customer_seconds_since_previous"] == 1800
+        assert later["customer_nb_terminals_24h"] == 1
     unknown = f[9]
-    assert all(unknown[c] == 0 for c in FEATURE_COLUMNS if c.startswith(("customer_", "terminal_")))
+    assert all(unknown[c] == 0 for c in FEATURE_COLUMNS
+               if c.startswith(("customer_", "terminal_")) and c != "customer_seconds_since_previous")
+    assert unknown["customer_seconds_since_previous"] == MAX_SECONDS_SINCE_PREVIOUS
     assert unknown["amount_to_customer_mean_30d"] == 0 and unknown["amount_zscore_30d"] == 0
+
+
+def test_windows_end_at_the_transaction_an_hour_and_a_day_back_exactly():
+    day = dt.date(2025, 6, 14)
+    at = dt.datetime(2025, 6, 14, 10)
+    earlier = [at - dt.timedelta(hours=1), at - dt.timedelta(hours=1, microseconds=1),
+               at - dt.timedelta(hours=24), at - dt.timedelta(hours=24, microseconds=1)]
+    rows = [{**tx(day, 0, 1, 10 + i, 1.0, 0, 1 + i), "tx_datetime": when}
+            for i, when in enumerate(earlier)] + [tx(day, 10, 1, 99, 2.0, 0, 9)]
+    [last] = batch_features(frame(rows), day, day, SPEC)[0].filter(
+        pl.col("transaction_id") == 9).to_dicts()
+    assert last["customer_nb_tx_1h"] == 1  # [t - 1 h, t)
+    assert last["customer_nb_terminals_24h"] == 3  # [t - 24 h, t)
+    assert last["customer_nb_tx_1d"] == 2  # since midnight
+    assert last["customer_seconds_since_previous"] == 3600
 
 
 def test_the_stored_state_gives_the_batch_features(history):
@@ -133,16 +172,15 @@ def test_the_stored_state_gives_the_batch_features(history):
     assert_frame_equal(online.sort("transaction_id"), batch.sort("transaction_id"))
 
 
-def test_vectorised_states_equal_the_day_by_day_reference(history):
+def test_vectorised_states_equal_the_plain_definition_day_by_day(history):
     first = history["tx_datetime"].min().date()
     days = [first, first + dt.timedelta(days=SPEC.label_delay), D - dt.timedelta(days=1), D + dt.timedelta(days=5)]
-    daily = daily_aggregates(history)
-    states = states_for_days(daily, days[0], days[-1], SPEC)
-    order = ["entity", "customer_id", "terminal_id"]
+    states = feature_states(history, days[0], days[-1], SPEC)
+    order = ["entity", "customer_id", "terminal_id", "transaction_id"]
     for day in days:
-        expected = state_as_of(daily, day, SPEC).sort(order)
+        expected = state_as_of(history, day, SPEC).sort(order)
         got = states.filter(pl.col("state_date") == day).select(expected.columns).sort(order)
-        assert got.height > 0
+        assert set(got["entity"]) == {"customer", "terminal", "transaction"}
         assert_frame_equal(got, expected, check_dtypes=False)
 
 
@@ -159,7 +197,7 @@ def test_features_asset_reads_the_history_window(simulator_defs, instance, asset
     stored = read_partition(assets_dir, "transaction_features", last)
     assert_frame_equal(stored.sort("transaction_id"), expected.sort("transaction_id"))
     state = read_partition(assets_dir, "feature_state", last)
-    assert set(state["entity"]) == {"customer", "terminal"}
+    assert set(state["entity"]) == {"customer", "terminal", "transaction"}
 
     # A later single day reads its history window, not all history.
     next_day = last + dt.timedelta(days=1)
@@ -190,12 +228,14 @@ def test_the_batch_features_are_features_for_day_on_each_day(history):
     assert_frame_equal(features.filter(day >= first), expected, check_exact=True)
 
 
-def test_states_come_day_by_day_customers_then_terminals_by_id(history):
+def test_states_come_day_by_day_customers_then_terminals_by_id_then_transactions(history):
     """So the IO manager cuts each day's feature_state file out without regrouping."""
-    states = states_for_days(daily_aggregates(history), D - dt.timedelta(days=3), D, SPEC)
-    order = states.sort("state_date", "entity", "customer_id", "terminal_id", maintain_order=True)
+    states = feature_states(history, D - dt.timedelta(days=3), D, SPEC)
     assert states.height > 0
-    assert states.equals(order)
+    assert states.equals(states.sort("state_date", "entity", maintain_order=True))
+    entities = states.filter(pl.col("entity") != "transaction")
+    assert entities.equals(entities.sort("state_date", "entity", "customer_id", "terminal_id",
+                                         maintain_order=True))
 
 
 def test_hour_of_day_counts_minutes_and_seconds():
@@ -206,7 +246,54 @@ def test_hour_of_day_counts_minutes_and_seconds():
         "terminal_id": [1, 2],
         "tx_amount": [10.0, 20.0],
     })
-    state = states_for_days(daily_aggregates(transactions.clear().with_columns(
-        tx_fraud=pl.lit(0, pl.Int8))), D - dt.timedelta(days=1), D - dt.timedelta(days=1), SPEC)
+    state = state_as_of(transactions.clear().with_columns(tx_fraud=pl.lit(0, pl.Int8)),
+                        D - dt.timedelta(days=1), SPEC)
     hours = features_for_day(transactions, state)["tx_hour"].to_list()
     assert hours == pytest.approx([14 + 59 / 60 + 59 / 3600, 3 / 60])
+
+
+def online_inputs(state: pl.DataFrame, day: pl.DataFrame):
+    """What the online store holds for ``online_features``: state rows by id, and each
+    customer's known transactions (the state's day and ``day``) as (microseconds, cents, terminal)."""
+    entity = pl.col("entity")
+    customers = {row[0]: row[1:] for row in state.filter(entity == "customer").select(
+        "customer_id", *CUSTOMER_STATE).with_columns(pl.col("c_last_tx").dt.epoch("us")).iter_rows()}
+    terminals = {row[0]: row[1:] for row in state.filter(entity == "terminal").select(
+        "terminal_id", *TERMINAL_STATE).iter_rows()}
+    events: dict[int, list] = {}
+    known = pl.concat([state.filter(entity == "transaction").select(EVENT_COLUMNS),
+                       day.with_columns(tx_cents=cents(pl.col("tx_amount"))).select(EVENT_COLUMNS)])
+    for _, micros, customer, terminal, amount in known.with_columns(
+            pl.col("tx_datetime").dt.epoch("us")).iter_rows():
+        events.setdefault(customer, []).append((micros, amount, terminal))
+    return customers, terminals, events
+
+
+def test_online_features_of_one_transaction_equal_the_batch_ones_bit_for_bit_every_day(history):
+    one = dt.timedelta(days=1)
+    features, states = batch_features(history, D - one, D + 3 * one, SPEC)
+    day = pl.col("tx_datetime").dt.date()
+    for i in range(4):
+        on = D + i * one
+        state = states.filter(pl.col("state_date") == on - one)
+        transactions = history.filter(day == on)
+        customers, terminals, events = online_inputs(state, transactions)
+        online = pl.DataFrame([
+            online_features(when, amount, customers.get(customer), terminals.get(terminal),
+                            events.get(customer, ()))
+            for _, when, customer, terminal, amount in transactions.select(
+                *KEY_COLUMNS, "tx_amount").iter_rows()
+        ], schema=list(FEATURE_COLUMNS), orient="row")
+        batch = features.filter(day == on).select(FEATURE_COLUMNS)
+        assert batch.height > 1000
+        assert_frame_equal(online, batch, check_exact=True)
+
+
+def test_a_day_in_two_halves_gets_the_features_of_the_whole_day(history):
+    """What the service does: the earlier transactions of the day count, whenever they came."""
+    features, states = batch_features(history, D - dt.timedelta(days=1), D, SPEC)
+    state = states.filter(pl.col("state_date") == D - dt.timedelta(days=1))
+    day_d = history.filter(pl.col("tx_datetime").dt.date() == D)
+    morning, afternoon = day_d.head(day_d.height // 2), day_d.tail(day_d.height - day_d.height // 2)
+    later = features_for_day(afternoon, state, earlier=morning)
+    assert_frame_equal(later, features.tail(afternoon.height), check_exact=True)

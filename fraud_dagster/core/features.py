@@ -1,18 +1,36 @@
-"""Point-in-time transaction features, the same code for the batch asset and the online service.
+"""Point-in-time transaction features: one definition for the batch asset and the online service.
 
-A transaction on day D is described by its own fields and by aggregates of history up to the end of
-day D-1 (labels only for days at least ``label_delay`` old). Those aggregates are the *feature
-state as of D-1*: one row per customer and one per terminal seen lately.
-``features_for_day(transactions, state)`` turns raw transactions and a state into features; the
-batch path builds every day's state from history (``states_for_days``) and runs the same code on all
-days at once, each transaction joined with the state of its own previous day; the online path loads
-the state that the batch path stored. Nothing here knows about Dagster.
+A transaction at time t on day D of customer c at terminal T is described by
+
+- its own fields: amount, hour of day, night, weekend;
+- **customer windows that end at t**: all of c's transactions strictly before t count (equal
+  timestamps do not see each other). ``customer_*_{w}d`` covers the w calendar days ending with D:
+  the w-1 whole days before D and D from midnight up to t (so ``_1d`` is "since midnight");
+  ``customer_*_1h`` covers [t - 1 h, t), ``customer_nb_terminals_24h`` [t - 24 h, t);
+  ``customer_seconds_since_previous`` is t minus c's latest earlier transaction, at most 30 days;
+- **label-delayed aggregates**: c's frauds known in the 30 days ending ``label_delay`` days
+  before D, and terminal T's counts and fraud rates over 1, 7 and 30 days ending then, since a
+  label is only known that long after its day.
+
+Amounts are aggregated in whole cents, as integers, so every sum is exact whatever the order it
+is added in: the batch path and the online path, which add differently, give the same bits.
+
+The *feature state* at the end of day S (``feature_states``) holds what features for day S+1
+need besides that day's own earlier transactions: a ``customer`` row per recently active customer
+(whole-day window sums, known frauds, latest transaction), a ``terminal`` row per terminal, and a
+``transaction`` row per transaction of day S (the 1 h and 24 h windows reach back into it).
+``features_for_day(transactions, state, earlier)`` gives features for transactions of day S+1
+from the state and the day's earlier transactions; ``online_features`` computes one
+transaction's features from the same inputs in plain Python (the service's single rows) and is
+tested equal to it value by value. Nothing here knows about Dagster.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import polars as pl
@@ -21,6 +39,10 @@ CUSTOMER_WINDOWS = (1, 7, 30)
 TERMINAL_WINDOWS = (1, 7, 30)
 KNOWN_FRAUD_WINDOW = 30
 DEFAULT_LABEL_DELAY = 7
+MAX_SECONDS_SINCE_PREVIOUS = 30 * 86_400
+"""``customer_seconds_since_previous`` when the customer has no transaction in the 30 days before."""
+HOUR_US, DAY_US = 3_600 * 10**6, 86_400 * 10**6
+_EPOCH = dt.datetime(1970, 1, 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +50,7 @@ class FeatureSpec:
     label_delay: int = DEFAULT_LABEL_DELAY
 
     def history_days(self) -> int:
-        """How many days before D the state for D needs."""
+        """How many days up to S the state at the end of S is computed from."""
         return max(max(CUSTOMER_WINDOWS), KNOWN_FRAUD_WINDOW, self.label_delay + max(TERMINAL_WINDOWS))
 
 
@@ -42,220 +64,333 @@ FEATURE_COLUMNS = (
     *(f"customer_std_amount_{w}d" for w in CUSTOMER_WINDOWS),
     "amount_to_customer_mean_30d",
     "amount_zscore_30d",
+    "customer_amount_1d",
+    "customer_nb_tx_1h",
+    "customer_amount_1h",
+    "customer_nb_terminals_24h",
+    "customer_seconds_since_previous",
     "customer_frauds_known_30d",
     *(f"terminal_nb_tx_{w}d_delayed" for w in TERMINAL_WINDOWS),
     *(f"terminal_risk_{w}d_delayed" for w in TERMINAL_WINDOWS),
 )
 KEY_COLUMNS = ("transaction_id", "tx_datetime", "customer_id", "terminal_id")
+VELOCITY_COLUMNS = ("customer_amount_1d", "customer_nb_tx_1h", "customer_amount_1h",
+                    "customer_nb_terminals_24h", "customer_seconds_since_previous")
+"""The features that only exist because windows end at the transaction (the ablation's)."""
+
+# The state's columns. Customer windows of w days take w-1 whole days from the state.
+_PRIOR_DAYS = tuple(w - 1 for w in CUSTOMER_WINDOWS if w > 1)
+CUSTOMER_STATE = (
+    *(f"c_{s}_{d}d" for d in _PRIOR_DAYS for s in ("n", "cents", "cents_sq")),
+    "c_frauds_known_30d",
+    "c_last_tx",
+)
+TERMINAL_STATE = tuple(f"t_{s}_{w}d" for w in TERMINAL_WINDOWS for s in ("n", "frauds"))
+EVENT_COLUMNS = ("transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_cents")
+ENTITIES = ("customer", "terminal", "transaction")
 
 
 def feature_matrix(frame: pl.DataFrame, columns=FEATURE_COLUMNS) -> np.ndarray:
     """The model's input: ``columns`` of ``frame`` as a float64 matrix, in that order."""
     return frame.select(columns).to_numpy().astype(np.float64)
-_DAILY_SUMS = ("n", "amount", "amount_sq", "frauds")
+
+
+def cents(amount: pl.Expr) -> pl.Expr:
+    """An amount in whole cents, half a cent rounded up (``amount_cents`` in plain Python)."""
+    return (amount * 100 + 0.5).floor().cast(pl.Int64)
+
+
+def amount_cents(amount: float) -> int:
+    return math.floor(amount * 100 + 0.5)
+
+
+def _with_cents(transactions: pl.DataFrame) -> pl.DataFrame:
+    return transactions.with_columns(tx_cents=cents(pl.col("tx_amount")))
+
+
+# The state ------------------------------------------------------------------------------------
 
 
 def daily_aggregates(transactions: pl.DataFrame) -> pl.DataFrame:
-    """Per (customer, terminal, day): count, amount sum and sum of squares, known frauds.
+    """Per (customer, terminal, day): count, cents and cents squared, known frauds, latest time.
 
-    Everything the state needs is a sum over days of these, so a state for any day is cheap.
+    Every state column is a window sum (or the latest time) over days of these.
     """
     return (
-        transactions.lazy()
+        _with_cents(transactions).lazy()
         .group_by("customer_id", "terminal_id", pl.col("tx_datetime").dt.date().alias("day"))
         .agg(
             pl.len().cast(pl.Int64).alias("n"),
-            pl.col("tx_amount").sum().alias("amount"),
-            (pl.col("tx_amount") ** 2).sum().alias("amount_sq"),
+            pl.col("tx_cents").sum().alias("cents"),
+            (pl.col("tx_cents") * pl.col("tx_cents")).sum().alias("cents_sq"),
             pl.col("tx_fraud").fill_null(0).cast(pl.Int64).sum().alias("frauds"),
+            pl.col("tx_datetime").max().alias("last_tx"),
         )
         .collect()
     )
 
 
-def states_for_days(
-    daily: pl.DataFrame, first: dt.date, last: dt.date, spec: FeatureSpec = FeatureSpec()
-) -> pl.DataFrame:
-    """The feature state at the end of each day ``first``..``last``, in ``state_date`` order.
+def _windows(spec: FeatureSpec) -> dict[str, dict[str, tuple[str, int, int]]]:
+    """Each state column as (daily sum, days, days before the state's day the window ends)."""
+    customer = {f"c_{s}_{d}d": (s, d, 0) for d in _PRIOR_DAYS for s in ("n", "cents", "cents_sq")}
+    customer["c_frauds_known_30d"] = ("frauds", KNOWN_FRAUD_WINDOW, spec.label_delay)
+    terminal = {f"t_{s}_{w}d": (s, w, spec.label_delay)
+                for w in TERMINAL_WINDOWS for s in ("n", "frauds")}
+    return {"customer": customer, "terminal": terminal}
 
-    The state at the end of day X is what features for day X+1 may use: one ``customer`` row per
-    customer active in the last ``history_days`` (the ``c_*`` window sums, known frauds counted only
-    for days at least ``label_delay`` old) and one ``terminal`` row per active terminal (the ``t_*``
-    sums over windows ending ``label_delay`` days before X). Each entity's daily sums are laid on a
-    dense grid of days, so every window is a fixed number of grid rows (counts as differences of
-    running totals, amounts as polars rolling sums) and a backfill of months costs about as much as
-    a few single days. Within a day come the customers by id, then the terminals by id, so each
-    day's state is one contiguous block of rows.
+
+def state_as_of(transactions: pl.DataFrame, day: dt.date, spec: FeatureSpec = FeatureSpec()
+                ) -> pl.DataFrame:
+    """The feature state at the end of ``day``, written plainly: the definition that the
+    vectorised ``feature_states`` is tested against.
+
+    A customer or terminal is in it when it has a transaction in the ``history_days`` ending
+    ``day``; ``c_last_tx`` is the customer's latest transaction in the 30 days ending ``day``
+    (null if none).
+    """
+    daily = daily_aggregates(transactions)
+    one = dt.timedelta(days=1)
+
+    def inside(days: int, shift: int) -> pl.Expr:
+        last = day - shift * one
+        return pl.col("day").is_between(last - (days - 1) * one, last)
+
+    recent = daily.filter(inside(spec.history_days(), 0))
+    parts = []
+    for entity, windows in _windows(spec).items():
+        aggs = [pl.col(s).filter(inside(d, shift)).sum().alias(name)
+                for name, (s, d, shift) in windows.items()]
+        if entity == "customer":
+            aggs.append(pl.col("last_tx").filter(inside(MAX_SECONDS_SINCE_PREVIOUS // 86_400, 0))
+                        .max().alias("c_last_tx"))
+        parts.append(recent.group_by(f"{entity}_id").agg(aggs).with_columns(entity=pl.lit(entity)))
+    events = _with_cents(transactions).filter(pl.col("tx_datetime").dt.date() == day)
+    parts.append(events.select(EVENT_COLUMNS).with_columns(entity=pl.lit("transaction")))
+    return pl.concat(parts, how="diagonal_relaxed").with_columns(state_date=pl.lit(day))
+
+
+def _entity_states(daily: pl.DataFrame, first: dt.date, last: dt.date, spec: FeatureSpec
+                   ) -> dict[str, pl.DataFrame]:
+    """The customer and terminal rows of the states at the end of ``first``..``last``.
+
+    Each entity's daily sums are laid on a dense grid of days (row = day, column = entity), so a
+    window is a difference of two rows of running totals and a backfill of months costs about
+    as much as a few single days. Rows come day by day, by id within a day.
     """
     history = spec.history_days()
-    grid_days = pl.date_range(first - dt.timedelta(days=history), last, "1d", eager=True)
-    n_grid, n_out = grid_days.len(), (last - first).days + 1
-    known_shift = spec.label_delay
-
-    def rolled(key: str, windows: dict[str, tuple[str, int, int]]) -> pl.DataFrame:
+    grid_first = first - dt.timedelta(days=history)
+    n_grid, n_out = (last - grid_first).days + 1, (last - first).days + 1
+    ends = np.arange(n_grid - n_out, n_grid)  # the grid rows of first..last
+    out_days = pl.date_range(first, last, "1d", eager=True)
+    day_index = daily.select((pl.col("day") - grid_first).dt.total_days()).to_series().to_numpy()
+    inside = (day_index >= 0) & (day_index < n_grid)
+    states = {}
+    for entity, windows in _windows(spec).items():
+        key = f"{entity}_id"
         keys = daily.get_column(key).unique().sort()
         n_keys = keys.len()
+        column = daily.get_column(key).replace_strict(
+            keys, pl.int_range(0, n_keys, eager=True), return_dtype=pl.Int64).to_numpy()
+        cells = day_index[inside] * n_keys + column[inside]
 
-        def on_grid(frame: pl.DataFrame, columns: list[str], add: bool) -> dict[str, np.ndarray]:
-            """``frame``'s columns summed onto the grid: one row per grid day and key, day by day
-            (row = day_index * n_keys + key_index); 0 where a key has no transactions."""
-            day = frame.select((pl.col("day") - grid_days[0]).dt.total_days()).to_series()
-            day = day.to_numpy()
-            inside = (day >= 0) & (day < n_grid)
-            key_index = frame.get_column(key).replace_strict(
-                keys, pl.int_range(0, n_keys, eager=True), return_dtype=pl.Int64
-            )
-            rows = day[inside] * n_keys + key_index.to_numpy()[inside]
-            grids = {}
-            for c in columns:
-                values = frame.get_column(c).to_numpy()[inside]
-                grids[c] = np.zeros(n_grid * n_keys, dtype=values.dtype)
-                if add:
-                    np.add.at(grids[c], rows, values)
-                else:  # one row per (key, day)
-                    grids[c][rows] = values
-                grids[c] = grids[c].reshape(n_grid, n_keys)
-            return grids
+        def totals(values: np.ndarray) -> np.ndarray:
+            grid = np.zeros(n_grid * n_keys, dtype=np.int64)
+            np.add.at(grid, cells, values[inside])
+            running = grid.reshape(n_grid, n_keys).cumsum(axis=0)
+            return np.concatenate([np.zeros((1, n_keys), np.int64), running])
 
-        used = {column for column, _, _ in windows.values()} | {"n"}
-        floats = [c for c in _DAILY_SUMS if c in used and daily.schema[c].is_float()]
-        # Integer sums are exact in any order: summed straight onto the grid, and their windows
-        # are differences of running totals along each key's days.
-        ints = [c for c in _DAILY_SUMS if c in used and c not in floats]
-        totals = {}
-        for c, grid in on_grid(daily, ints, add=True).items():
-            running = grid.cumsum(axis=0)
-            totals[c] = np.concatenate([np.zeros((1, n_keys), running.dtype), running])
-        ends = np.arange(n_grid - n_out, n_grid)  # the grid days first..last
+        sums = {s: totals(daily.get_column(s).to_numpy())
+                for s in {s for s, _, _ in windows.values()} | {"n"}}
 
-        def window(c: str, w: int, shift: int) -> np.ndarray:
-            """Sums over the w days ending ``shift`` days before each output day, day by day."""
-            last_day = ends - shift
-            return (totals[c][last_day + 1] - totals[c][np.maximum(last_day + 1 - w, 0)]).ravel()
+        def window(s: str, days: int, shift: int) -> np.ndarray:
+            end = ends - shift
+            return (sums[s][end + 1] - sums[s][np.maximum(end + 1 - days, 0)]).ravel()
 
-        out = pl.int_range(0, n_keys * n_out, eager=True)
-        columns = {key: keys.gather(out % n_keys)}
-        if floats:
-            # Float sums keep polars' grouped sums and its (compensated) rolling sums, over a
-            # key-by-key copy of the grid.
-            per_day = daily.group_by(key, "day").agg(pl.col(c).sum() for c in floats)
-            grid = pl.DataFrame(
-                {key: keys.gather(pl.int_range(0, n_keys * n_grid, eager=True) // n_grid)}
-                | {c: g.T.ravel() for c, g in on_grid(per_day, floats, add=False).items()}
-            )
-            rolled_floats = grid.select(
-                pl.col(column).rolling_sum(w, min_samples=1).shift(shift).over(key).alias(name)
-                for name, (column, w, shift) in windows.items()
-                if column in floats
-            ).gather((out % n_keys) * n_grid + (n_grid - n_out) + out // n_keys)
-        for name, (column, w, shift) in windows.items():
-            columns[name] = (
-                rolled_floats.get_column(name) if column in floats else window(column, w, shift)
-            )
-        active = window("n", history, 0) > 0
-        return (
-            pl.DataFrame(columns)
-            .with_columns(state_date=grid_days.gather(n_grid - n_out + out // n_keys))
-            .filter(active)
-        )
+        columns = {key: np.tile(keys.to_numpy(), n_out)}
+        columns |= {name: window(s, d, shift) for name, (s, d, shift) in windows.items()}
+        frame = pl.DataFrame(columns).with_columns(
+            state_date=out_days.gather(pl.int_range(0, n_keys * n_out, eager=True) // n_keys))
+        if entity == "customer":
+            latest = np.full(n_grid * n_keys, np.iinfo(np.int64).min)
+            np.maximum.at(latest, cells,
+                          daily.get_column("last_tx").dt.epoch("us").to_numpy()[inside])
+            latest = np.maximum.accumulate(latest.reshape(n_grid, n_keys), axis=0)[ends].ravel()
+            recent_days = MAX_SECONDS_SINCE_PREVIOUS // 86_400
+            oldest = (pl.col("state_date") - dt.timedelta(days=recent_days - 1)).cast(pl.Datetime("us"))
+            frame = frame.with_columns(c_last_tx=pl.Series(latest).cast(pl.Datetime("us")))
+            frame = frame.with_columns(c_last_tx=pl.when(pl.col("c_last_tx") >= oldest)
+                                       .then(pl.col("c_last_tx")))
+        states[entity] = frame.filter(pl.Series(window("n", history, 0) > 0))
+    return states
 
-    customer_windows = {}
-    for w in CUSTOMER_WINDOWS:
-        customer_windows |= {
-            f"c_n_{w}d": ("n", w, 0),
-            f"c_amount_{w}d": ("amount", w, 0),
-            f"c_amount_sq_{w}d": ("amount_sq", w, 0),
-        }
-    customer_windows["c_frauds_known_30d"] = ("frauds", KNOWN_FRAUD_WINDOW, known_shift)
-    terminal_windows = {}
-    for w in TERMINAL_WINDOWS:
-        terminal_windows |= {
-            f"t_n_{w}d": ("n", w, known_shift),
-            f"t_frauds_{w}d": ("frauds", w, known_shift),
-        }
-    customers = rolled("customer_id", customer_windows).with_columns(entity=pl.lit("customer"))
-    terminals = rolled("terminal_id", terminal_windows).with_columns(entity=pl.lit("terminal"))
-    # Interleave the two day by day: slices of both, concatenated without copying.
-    days = grid_days[n_grid - n_out:]
+
+def feature_states(transactions: pl.DataFrame, first: dt.date, last: dt.date,
+                   spec: FeatureSpec = FeatureSpec()) -> pl.DataFrame:
+    """The feature state at the end of each day ``first``..``last`` (``transactions`` must hold
+    the ``history_days`` before ``first`` too), in ``state_date`` order; within a day the
+    customers by id, the terminals by id, then the day's transactions, so that each day is one
+    contiguous block of rows."""
+    parts = _entity_states(daily_aggregates(transactions), first, last, spec)
+    day = pl.col("tx_datetime").dt.date()
+    parts["transaction"] = (_with_cents(transactions).filter(day.is_between(first, last))
+                            .select(EVENT_COLUMNS, state_date=day))
+    frames = {entity: frame.with_columns(entity=pl.lit(entity)).sort("state_date", maintain_order=True)
+              for entity, frame in parts.items()}
+    # Interleave the three day by day: slices, concatenated without copying.
     blocks = []
-    for part in (customers, terminals):
-        counts = part.get_column("state_date").value_counts(sort=False)
-        rows_of = dict(zip(counts["state_date"], counts["count"], strict=True))
+    for frame in frames.values():
+        counts = dict(frame.get_column("state_date").value_counts(sort=False).iter_rows())
         offsets, start = {}, 0
-        for day in days:
-            offsets[day] = (start, rows_of.get(day, 0))
-            start += rows_of.get(day, 0)
-        blocks.append((part, offsets))
-    slices = [frame.slice(*offsets[day]) for day in days for frame, offsets in blocks]
-    return pl.concat(slices or [customers, terminals], how="diagonal_relaxed")
+        for day_ in pl.date_range(first, last, "1d", eager=True):
+            offsets[day_] = (start, counts.get(day_, 0))
+            start += counts.get(day_, 0)
+        blocks.append((frame, offsets))
+    slices = [frame.slice(*offsets[d]) for d in pl.date_range(first, last, "1d", eager=True)
+              for frame, offsets in blocks]
+    return pl.concat(slices, how="diagonal_relaxed")
 
 
-def _std(n: pl.Expr, total: pl.Expr, total_sq: pl.Expr) -> pl.Expr:
-    variance = (total_sq - total * total / n) / n
-    return pl.when(n > 0).then(variance.clip(lower_bound=0).sqrt()).otherwise(0.0)
+# Features -------------------------------------------------------------------------------------
 
 
-def features_for_day(transactions: pl.DataFrame, state: pl.DataFrame) -> pl.DataFrame:
-    """Features of raw transactions given the state as of the end of the previous day.
+class _PolarsOps:
+    where = staticmethod(lambda condition, then, otherwise: pl.when(condition).then(then)
+                         .otherwise(otherwise))
+    sqrt = staticmethod(lambda x: x.sqrt())
+    float = staticmethod(lambda x: x.cast(pl.Float64))
+    div = staticmethod(lambda a, b: a / b)
 
-    Unknown customers and terminals get counts of 0, means and risks of 0, and
-    ``amount_to_customer_mean_30d`` of 0: the same for the batch and the online path.
-    """
-    return _features(transactions, state)
+
+class _PythonOps:
+    where = staticmethod(lambda condition, then, otherwise: then if condition else otherwise)
+    sqrt = staticmethod(math.sqrt)
+    float = staticmethod(float)
+    # Where polars divides by 0 and throws the result away, plain Python must not divide.
+    div = staticmethod(lambda a, b: a / b if b else 0.0)
 
 
-def _features(
-    transactions: pl.DataFrame, state: pl.DataFrame, on: tuple[str, ...] = ()
-) -> pl.DataFrame:
-    """``features_for_day``, the state joined on each entity's id and on the columns ``on`` too (the
-    batch path joins every transaction with the state of its own previous day in one go). Rows keep
-    the order of ``transactions``."""
-    customers = state.filter(pl.col("entity") == "customer").select(
-        "customer_id", *on, pl.selectors.starts_with("c_")
-    )
-    terminals = state.filter(pl.col("entity") == "terminal").select(
-        "terminal_id", *on, pl.selectors.starts_with("t_")
-    )
-    frame = (
-        transactions.select(*KEY_COLUMNS, "tx_amount", *on)
-        .join(customers, on=["customer_id", *on], how="left", maintain_order="left")
-        .join(terminals, on=["terminal_id", *on], how="left", maintain_order="left")
-    )
-    frame = frame.with_columns(pl.selectors.starts_with("c_", "t_").fill_null(0))
-    seconds = (
-        pl.col("tx_datetime").dt.hour().cast(pl.Float64) * 3600
-        # Int8 minutes would wrap at 3 * 60 > 127: widen before multiplying.
-        + pl.col("tx_datetime").dt.minute().cast(pl.Float64) * 60
-        + pl.col("tx_datetime").dt.second()
-    )
-    exprs = [
-        (seconds / 3600).alias("tx_hour"),
-        (pl.col("tx_datetime").dt.weekday() >= 6).cast(pl.Float64).alias("tx_is_weekend"),
-        (pl.col("tx_datetime").dt.hour() < 6).cast(pl.Float64).alias("tx_is_night"),
-    ]
+def _derive(v: dict, ops) -> dict:
+    """The features from their integer aggregates, written once for polars expressions and for
+    plain numbers: the same operations in the same order give the same bits on both paths."""
+    features = {
+        "tx_amount": v["tx_amount"],
+        "tx_hour": ops.float(v["second_of_day"]) * (1 / 3600),
+        "tx_is_weekend": ops.float(v["weekday"] >= 6),
+        "tx_is_night": ops.float(v["second_of_day"] < 6 * 3600),
+    }
     for w in CUSTOMER_WINDOWS:
-        n, total, sq = pl.col(f"c_n_{w}d"), pl.col(f"c_amount_{w}d"), pl.col(f"c_amount_sq_{w}d")
-        exprs += [
-            n.cast(pl.Float64).alias(f"customer_nb_tx_{w}d"),
-            pl.when(n > 0).then(total / n).otherwise(0.0).alias(f"customer_mean_amount_{w}d"),
-            _std(n, total, sq).alias(f"customer_std_amount_{w}d"),
-        ]
+        n, total, sq = ops.float(v[f"n_{w}d"]), ops.float(v[f"cents_{w}d"]), ops.float(v[f"sq_{w}d"])
+        mean_cents = ops.div(total, n)
+        variance = ops.div(sq, n) - mean_cents * mean_cents
+        std_cents = ops.sqrt(ops.where(variance > 0, variance, 0.0))
+        features[f"customer_nb_tx_{w}d"] = n
+        features[f"customer_mean_amount_{w}d"] = ops.where(v[f"n_{w}d"] > 0, mean_cents * 0.01, 0.0)
+        features[f"customer_std_amount_{w}d"] = ops.where(v[f"n_{w}d"] > 0, std_cents * 0.01, 0.0)
+    mean30, std30 = features["customer_mean_amount_30d"], features["customer_std_amount_30d"]
+    features["amount_to_customer_mean_30d"] = ops.where(mean30 > 0, ops.div(v["tx_amount"], mean30), 0.0)
+    features["amount_zscore_30d"] = ops.where(std30 > 0, ops.div(v["tx_amount"] - mean30, std30),
+                                              0.0)
+    features["customer_amount_1d"] = ops.float(v["cents_1d"]) * 0.01
+    features["customer_nb_tx_1h"] = ops.float(v["n_1h"])
+    features["customer_amount_1h"] = ops.float(v["cents_1h"]) * 0.01
+    features["customer_nb_terminals_24h"] = ops.float(v["terminals_24h"])
+    features["customer_seconds_since_previous"] = ops.float(v["since_previous"])
+    features["customer_frauds_known_30d"] = ops.float(v["c_frauds_known_30d"])
     for w in TERMINAL_WINDOWS:
-        n, frauds = pl.col(f"t_n_{w}d"), pl.col(f"t_frauds_{w}d")
-        exprs += [
-            n.cast(pl.Float64).alias(f"terminal_nb_tx_{w}d_delayed"),
-            pl.when(n > 0).then(frauds / n).otherwise(0.0).alias(f"terminal_risk_{w}d_delayed"),
-        ]
-    exprs.append(pl.col("c_frauds_known_30d").cast(pl.Float64).alias("customer_frauds_known_30d"))
-    frame = frame.with_columns(exprs)
-    mean30, std30 = pl.col("customer_mean_amount_30d"), pl.col("customer_std_amount_30d")
-    frame = frame.with_columns(
-        pl.when(mean30 > 0).then(pl.col("tx_amount") / mean30).otherwise(0.0)
-        .alias("amount_to_customer_mean_30d"),
-        pl.when(std30 > 0).then((pl.col("tx_amount") - mean30) / std30).otherwise(0.0)
-        .alias("amount_zscore_30d"),
+        n, frauds = v[f"t_n_{w}d"], v[f"t_frauds_{w}d"]
+        features[f"terminal_nb_tx_{w}d_delayed"] = ops.float(n)
+        features[f"terminal_risk_{w}d_delayed"] = ops.where(n > 0, ops.div(ops.float(frauds), ops.float(n)),
+                                                           0.0)
+    return features
+
+
+def _recent_aggregates(queries: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+    """For each query (``_q``, customer, time): its customer's events in the 24 h before it, as
+    the day's counts and cents so far, the last hour's, distinct terminals and the latest time.
+    Events are matched on their own day and the day before, so only near pairs are formed."""
+    q = queries.select("_q", "customer_id", "tx_datetime", _day=pl.col("tx_datetime").dt.date())
+    e = events.select("customer_id", _ts=pl.col("tx_datetime"), _terminal=pl.col("terminal_id"),
+                      _cents=pl.col("tx_cents"), _day=pl.col("tx_datetime").dt.date())
+    pairs = pl.concat([
+        q.join(e, on=["customer_id", "_day"]).with_columns(_today=pl.lit(True)),
+        q.join(e.with_columns(pl.col("_day") + dt.timedelta(days=1)), on=["customer_id", "_day"])
+        .with_columns(_today=pl.lit(False)),
+    ])
+    t = pl.col("tx_datetime")
+    pairs = pairs.filter(pl.col("_ts") < t, pl.col("_ts") >= t - dt.timedelta(hours=24))
+    hour = pl.col("_ts") >= t - dt.timedelta(hours=1)
+    today = pl.col("_today")
+    return pairs.group_by("_q").agg(
+        r_n_today=today.sum().cast(pl.Int64),
+        r_cents_today=pl.col("_cents").filter(today).sum(),
+        r_sq_today=(pl.col("_cents") * pl.col("_cents")).filter(today).sum(),
+        n_1h=hour.sum().cast(pl.Int64),
+        cents_1h=pl.col("_cents").filter(hour).sum(),
+        terminals_24h=pl.col("_terminal").n_unique().cast(pl.Int64),
+        r_previous=pl.col("_ts").max(),
     )
-    return frame.select(*KEY_COLUMNS, *FEATURE_COLUMNS)
+
+
+def _features(queries: pl.DataFrame, customers: pl.DataFrame, terminals: pl.DataFrame,
+              events: pl.DataFrame, on: tuple[str, ...] = ()) -> pl.DataFrame:
+    """Features of ``queries`` (``KEY_COLUMNS``, ``tx_amount``), with the state rows of each
+    entity joined on its id and the columns ``on`` (the batch joins every day with the state
+    of its day before in one go), and ``events`` (``EVENT_COLUMNS`` of the queries' day and the
+    day before). Rows keep the order of ``queries``."""
+    queries = queries.with_row_index("_q")
+    frame = (
+        queries.select("_q", *KEY_COLUMNS, "tx_amount", *on)
+        .join(customers.select("customer_id", *on, *CUSTOMER_STATE), on=["customer_id", *on],
+              how="left", maintain_order="left")
+        .join(terminals.select("terminal_id", *on, *TERMINAL_STATE), on=["terminal_id", *on],
+              how="left", maintain_order="left")
+        .join(_recent_aggregates(queries, events), on="_q", how="left", maintain_order="left")
+    )
+    counts = [c for c in (*CUSTOMER_STATE, *TERMINAL_STATE, "r_n_today", "r_cents_today",
+                          "r_sq_today", "n_1h", "cents_1h", "terminals_24h") if c != "c_last_tx"]
+    frame = frame.with_columns(pl.col(counts).fill_null(0))
+    t = pl.col("tx_datetime")
+    previous = pl.max_horizontal("r_previous", "c_last_tx")
+    v = {
+        "tx_amount": pl.col("tx_amount"),
+        "second_of_day": (t - t.dt.truncate("1d")).dt.total_seconds(),
+        "weekday": t.dt.weekday(),
+        "n_1d": pl.col("r_n_today"), "cents_1d": pl.col("r_cents_today"),
+        "sq_1d": pl.col("r_sq_today"),
+        **{c: pl.col(c) for c in ("n_1h", "cents_1h", "terminals_24h", "c_frauds_known_30d",
+                                  *TERMINAL_STATE)},
+        "since_previous": pl.when(previous.is_null()).then(MAX_SECONDS_SINCE_PREVIOUS)
+        .otherwise(pl.min_horizontal((t - previous).dt.total_seconds(),
+                                     MAX_SECONDS_SINCE_PREVIOUS)),
+    }
+    for w, d in zip(CUSTOMER_WINDOWS[1:], _PRIOR_DAYS):
+        v[f"n_{w}d"] = pl.col("r_n_today") + pl.col(f"c_n_{d}d")
+        v[f"cents_{w}d"] = pl.col("r_cents_today") + pl.col(f"c_cents_{d}d")
+        v[f"sq_{w}d"] = pl.col("r_sq_today") + pl.col(f"c_cents_sq_{d}d")
+    features = _derive(v, _PolarsOps)
+    return frame.select(*KEY_COLUMNS, *(e.alias(name) for name, e in features.items()))
+
+
+def _split_state(state: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    entity = pl.col("entity")
+    return (state.filter(entity == "customer"), state.filter(entity == "terminal"),
+            state.filter(entity == "transaction"))
+
+
+def features_for_day(transactions: pl.DataFrame, state: pl.DataFrame,
+                     earlier: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Features of raw transactions of the day after the ``state``'s, given the state and
+    ``earlier``, the transactions of that day already known (``EVENT_COLUMNS`` or raw). The
+    transactions count for each other too: each sees every one strictly before it.
+
+    Unknown customers and terminals get counts, means and risks of 0: the same on every path.
+    """
+    customers, terminals, state_events = _split_state(state)
+    known = [state_events.select(EVENT_COLUMNS), _with_cents(transactions).select(EVENT_COLUMNS)]
+    if earlier is not None and earlier.height:
+        known.append(earlier.select(EVENT_COLUMNS) if "tx_cents" in earlier.columns
+                     else _with_cents(earlier).select(EVENT_COLUMNS))
+    return _features(transactions, customers, terminals, pl.concat(known, how="vertical_relaxed"))
 
 
 def batch_features(
@@ -263,21 +398,76 @@ def batch_features(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Features for every transaction of days ``first``..``last`` and the state at the end of each.
 
-    ``history`` holds validated transactions from ``first - spec.history_days()`` to ``last``; each
-    day's features see only the state as of the day before, as the online service does: the same
-    computation as ``features_for_day`` for each day, done for all days at once. Rows come day by
-    day, in their order in ``history`` within a day; states in ``state_date`` order.
+    ``history`` holds validated transactions from ``first - spec.history_days()`` to ``last``;
+    each day's features are ``features_for_day`` with the state of the day before and the day's
+    own transactions, computed for all days at once. Rows come day by day, in their order in
+    ``history`` within a day; states in ``state_date`` order.
     """
-    states = states_for_days(daily_aggregates(history), first - dt.timedelta(days=1), last, spec)
+    one = dt.timedelta(days=1)
+    states = feature_states(history, first - one, last, spec)
     day = pl.col("tx_datetime").dt.date()
     transactions = history.filter(day.is_between(first, last))
     if not transactions.get_column("tx_datetime").dt.date().is_sorted():
         transactions = transactions.sort(day, maintain_order=True)
-    features = _features(
-        transactions.with_columns(_state_date=day - dt.timedelta(days=1)),
-        states.rename({"state_date": "_state_date"}),
-        on=("_state_date",),
-    )
+    customers, terminals, _ = _split_state(states.rename({"state_date": "_state_date"}))
+    events = _with_cents(history.filter(day.is_between(first - one, last))).select(EVENT_COLUMNS)
+    features = _features(transactions.with_columns(_state_date=day - one), customers, terminals,
+                         events, on=("_state_date",))
     # states is in state_date order: the day before ``first`` is its first rows.
     before = (states.get_column("state_date") < first).sum()
     return features, states.slice(before)
+
+
+# One transaction, in plain Python -------------------------------------------------------------
+
+
+def microseconds(timestamp: dt.datetime) -> int:
+    """A naive timestamp as microseconds since 1970, as polars stores ``Datetime("us")``."""
+    return (timestamp - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def online_features(
+    tx_datetime: dt.datetime, tx_amount: float, customer: Sequence | None,
+    terminal: Sequence | None, events: Iterable[tuple[int, int, int]],
+) -> list[float]:
+    """``features_for_day`` for one transaction, in ``FEATURE_COLUMNS`` order, from its
+    customer's state row (``CUSTOMER_STATE`` values, ``c_last_tx`` in microseconds, or None),
+    its terminal's (``TERMINAL_STATE``, or None) and its customer's known transactions as
+    (microseconds, cents, terminal id): any of the state's day and later; those not strictly
+    before it (itself included) are skipped."""
+    t = microseconds(tx_datetime)
+    midnight = t - t % DAY_US
+    n_today = cents_today = sq_today = n_1h = cents_1h = 0
+    terminals, previous = set(), None
+    for ts, amount, terminal_id in events:
+        if ts >= t or ts < t - DAY_US:
+            continue
+        if ts >= midnight:
+            n_today += 1
+            cents_today += amount
+            sq_today += amount * amount
+        if ts >= t - HOUR_US:
+            n_1h += 1
+            cents_1h += amount
+        terminals.add(terminal_id)
+        if previous is None or ts > previous:
+            previous = ts
+    c = dict(zip(CUSTOMER_STATE, customer)) if customer is not None else {}
+    if c.get("c_last_tx") is not None and (previous is None or c["c_last_tx"] > previous):
+        previous = c["c_last_tx"]
+    second = (t - midnight) // 10**6
+    v = {
+        "tx_amount": tx_amount, "second_of_day": second, "weekday": tx_datetime.isoweekday(),
+        "n_1d": n_today, "cents_1d": cents_today, "sq_1d": sq_today,
+        "n_1h": n_1h, "cents_1h": cents_1h, "terminals_24h": len(terminals),
+        "c_frauds_known_30d": c.get("c_frauds_known_30d", 0),
+        "since_previous": (MAX_SECONDS_SINCE_PREVIOUS if previous is None
+                           else min((t - previous) // 10**6, MAX_SECONDS_SINCE_PREVIOUS)),
+        **dict(zip(TERMINAL_STATE, terminal if terminal is not None else [0] * len(TERMINAL_STATE))),
+    }
+    for w, d in zip(CUSTOMER_WINDOWS[1:], _PRIOR_DAYS):
+        v[f"n_{w}d"] = n_today + c.get(f"c_n_{d}d", 0)
+        v[f"cents_{w}d"] = cents_today + c.get(f"c_cents_{d}d", 0)
+        v[f"sq_{w}d"] = sq_today + c.get(f"c_cents_sq_{d}d", 0)
+    features = _derive(v, _PythonOps)
+    return [features[name] for name in FEATURE_COLUMNS]
