@@ -198,10 +198,10 @@ def start_fastapi(model_dir: Path, port: int, max_batch: int) -> subprocess.Pope
 
 def fastapi_app(model_dir: Path):
     """The baseline: the same request models, scorer and serialisation, one request at a time."""
-    from fraud_dagster.core.prediction_api import (
+    from fraud_dagster.serving.api import (
         BatchRequest, Transaction, batch_body, facts, prediction_body, predictions_frame,
         request_rows)
-    from fraud_dagster.core.scoring import Scorer, transactions_frame
+    from fraud_dagster.serving.scoring import Scorer, transactions_frame
 
     app = FastAPI()
     scorer = Scorer.load(model_dir)
@@ -239,7 +239,7 @@ def serve_fastapi(model_dir: Path, port: int) -> None:
 def in_process(model_dir: Path, n: int = 1000) -> None:
     """The floor: ``Scorer.score`` on one row at a time, then on the whole day."""
     from fraud_dagster.core.schema import REQUIRED_COLUMNS
-    from fraud_dagster.core.scoring import Scorer
+    from fraud_dagster.serving.scoring import Scorer
 
     scorer = Scorer.load(model_dir)
     transactions = request_transactions(model_dir).select(REQUIRED_COLUMNS)

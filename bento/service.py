@@ -31,8 +31,8 @@ from starlette.requests import Request  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
 from bento.guard import RequestGuard  # noqa: E402
-from fraud_dagster.core.microbatch import MicroBatcher  # noqa: E402
-from fraud_dagster.core.prediction_api import (  # noqa: E402
+from fraud_dagster.core.schema import REQUIRED_COLUMNS  # noqa: E402
+from fraud_dagster.serving.api import (  # noqa: E402
     MAX_BATCH_SIZE,
     BatchPrediction,
     BatchRequest,
@@ -46,9 +46,9 @@ from fraud_dagster.core.prediction_api import (  # noqa: E402
     prediction_body,
     read_batch,
 )
-from fraud_dagster.core.prediction_log import PredictionLog  # noqa: E402
-from fraud_dagster.core.schema import REQUIRED_COLUMNS  # noqa: E402
-from fraud_dagster.core.scoring import Scored, Scorer, transactions_frame  # noqa: E402
+from fraud_dagster.serving.microbatch import MicroBatcher  # noqa: E402
+from fraud_dagster.serving.prediction_log import PredictionLog  # noqa: E402
+from fraud_dagster.serving.scoring import Scored, Scorer, transactions_frame  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("FRAUD_DATA_DIR") or Path(__file__).resolve().parents[1] / "data")
 MODEL_TAG = os.environ.get("FRAUD_MODEL_TAG", "fraud_model:latest")

@@ -3,6 +3,8 @@
 import asyncio
 import datetime as dt
 import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -12,14 +14,14 @@ import xgboost
 
 from fraud_dagster.core.features import (
     FEATURE_COLUMNS, KEY_COLUMNS, batch_features, features_for_day)
-from fraud_dagster.core.microbatch import MicroBatcher
-from fraud_dagster.core.prediction_api import (
-    ScoringJob, answer_jobs, batch_body, facts, prediction_body)
-from fraud_dagster.core.prediction_log import PredictionLog
 from fraud_dagster.core.schema import REQUIRED_COLUMNS
-from fraud_dagster.core.scoring import Scorer, save_model_dir
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
 from fraud_dagster.core.training import CandidateSettings, make_pipeline
+from fraud_dagster.serving.api import (
+    ScoringJob, answer_jobs, batch_body, facts, prediction_body)
+from fraud_dagster.serving.microbatch import MicroBatcher
+from fraud_dagster.serving.prediction_log import PredictionLog
+from fraud_dagster.serving.scoring import Scorer, save_model_dir
 
 DAY = dt.date(2025, 2, 20)
 
@@ -181,7 +183,7 @@ def test_jobs_scored_together_get_their_own_rows_and_features_if_asked(history, 
 
 @pytest.mark.parametrize("candidate", ["xgboost+none", "random_forest+none"])
 def test_answers_as_rows_and_as_frames_are_the_same_json(history, tmp_path, candidate):
-    from fraud_dagster.core.prediction_api import prediction_rows, predictions_frame
+    from fraud_dagster.serving.api import prediction_rows, predictions_frame
 
     scorer = scorer_for(candidate, history, tmp_path)
     scored = scorer.score(history[2].select(REQUIRED_COLUMNS).head(20))
@@ -196,7 +198,7 @@ def test_answers_as_rows_and_as_frames_are_the_same_json(history, tmp_path, cand
 
 
 def test_response_bodies_keep_every_float_exactly(history, tmp_path):
-    from fraud_dagster.core.prediction_api import predictions_frame
+    from fraud_dagster.serving.api import predictions_frame
 
     scorer = scorer_for("xgboost+none", history, tmp_path)
     frame = predictions_frame(scorer.score(history[2].select(REQUIRED_COLUMNS).head(20)), True)
@@ -243,8 +245,18 @@ def test_the_log_is_written_once_its_oldest_row_is_max_seconds_old(tmp_path):
     assert log.close() == []
 
 
+def test_the_serving_package_imports_neither_dagster_nor_bentoml():
+    """The service's runtime is plain Python: BentoML wires it in, a plain FastAPI app can too."""
+    probe = ("import sys, fraud_dagster.serving.api, fraud_dagster.serving.microbatch,"
+             " fraud_dagster.serving.prediction_log, fraud_dagster.serving.scoring;"
+             " print(sorted({m.split('.')[0] for m in sys.modules} & {'dagster', 'bentoml'}))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_request_columns_are_the_validated_schemas_required_fields():
-    from fraud_dagster.core.prediction_api import Transaction, request_rows
+    from fraud_dagster.serving.api import Transaction, request_rows
 
     assert tuple(Transaction.model_fields) == REQUIRED_COLUMNS
     given = dict(zip(REQUIRED_COLUMNS, (1, dt.datetime(2025, 3, 4, 5, 6), 2, 3, 4.5)))
@@ -255,7 +267,7 @@ def test_request_columns_are_the_validated_schemas_required_fields():
 # Reading /predict_batch bodies: the fast path agrees with the pydantic models, or steps aside
 
 def test_a_days_batch_reads_the_same_as_through_the_pydantic_models(history):
-    from fraud_dagster.core.prediction_api import _plain_batch, pydantic_batch, read_batch
+    from fraud_dagster.serving.api import _plain_batch, pydantic_batch, read_batch
 
     day = history[2].select(REQUIRED_COLUMNS)
     rows = [{**row, "tx_datetime": row["tx_datetime"].isoformat()}
@@ -300,7 +312,7 @@ GOOD_ROW = '"transaction_id": 1, "tx_datetime": "2025-03-15T14:03:07", "customer
 def test_any_body_reads_as_the_pydantic_models_read_it(body):
     from pydantic import ValidationError
 
-    from fraud_dagster.core.prediction_api import pydantic_batch, read_batch
+    from fraud_dagster.serving.api import pydantic_batch, read_batch
 
     try:
         expected = pydantic_batch(body.encode())
@@ -317,7 +329,7 @@ def test_any_body_reads_as_the_pydantic_models_read_it(body):
 def test_a_batch_over_the_limit_is_refused_by_the_pydantic_model():
     from pydantic import ValidationError
 
-    from fraud_dagster.core.prediction_api import MAX_BATCH_SIZE, read_batch
+    from fraud_dagster.serving.api import MAX_BATCH_SIZE, read_batch
 
     body = '{"transactions": [%s]}' % ", ".join(["{%s}" % GOOD_ROW] * (MAX_BATCH_SIZE + 1))
     with pytest.raises(ValidationError, match="at most"):

@@ -24,9 +24,9 @@ from mlflow import MlflowClient
 from fraud_dagster import registry
 from fraud_dagster.core.features import FEATURE_COLUMNS, features_for_day
 from fraud_dagster.core.schema import REQUIRED_COLUMNS
-from fraud_dagster.core.scoring import STATE_FILE
 from fraud_dagster.definitions import local_resources, make_definitions
 from fraud_dagster.resources import SimulatorSource
+from fraud_dagster.serving.scoring import STATE_FILE
 from fraud_dagster_tests.conftest import SMALL_SIMULATOR, read_partition, run_ingest
 from fraud_dagster_tests.processes import free_port, stop_group, wait_ready
 
@@ -206,7 +206,9 @@ def test_bentoml_build_packs_the_service_its_code_and_the_exported_model(project
     [model_dir] = project.model_dirs()
     assert f"models/fraud_model/{model_dir.name}/pipeline.pkl" in names
     assert f"models/fraud_model/{model_dir.name}/feature_state.parquet" in names
-    assert {"src/bento/service.py", "src/bento/guard.py", "src/fraud_dagster/core/scoring.py",
+    assert {"src/bento/service.py", "src/bento/guard.py", "src/fraud_dagster/serving/scoring.py",
+            "src/fraud_dagster/serving/api.py", "src/fraud_dagster/serving/microbatch.py",
+            "src/fraud_dagster/serving/prediction_log.py", "src/fraud_dagster/serving/__init__.py",
             "src/fraud_dagster/core/features.py", "bento.yaml"} <= names
     assert not any(name.startswith(("src/data", "src/.venv", "src/fraud_dagster_tests"))
                    for name in names)
@@ -222,7 +224,7 @@ def test_the_bento_pins_the_versions_the_project_locks_and_everything_serving_im
     pins = dict(re.match(r"([\w-]+)(?:\[\w+\])?==(.+)", p).groups()
                 for p in spec["python"]["packages"])
     assert {name: importlib.metadata.version(name) for name in pins} == pins
-    # What bento/service.py imports, directly or through fraud_dagster.core, besides BentoML's own.
+    # What bento/service.py imports, directly or through fraud_dagster, besides BentoML's own.
     assert {"polars", "numpy", "scikit-learn", "xgboost", "pydantic", "fastapi", "msgspec"} <= set(pins)
 
 

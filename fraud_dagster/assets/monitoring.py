@@ -18,10 +18,10 @@ from fraud_dagster import registry
 from fraud_dagster.core.drift import DRIFT_COLUMNS, SCORE_COLUMN, drift_summary
 from fraud_dagster.core.features import DEFAULT_LABEL_DELAY
 from fraud_dagster.core.metrics import average_precision
-from fraud_dagster.core.prediction_log import read_day
 from fraud_dagster.core.reporting import markdown_table
 from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.partitions import daily_partitions, window_days
+from fraud_dagster.serving.prediction_log import read_day
 
 FEATURES = dg.AssetKey("transaction_features")
 VALIDATED = dg.AssetKey("validated_transactions")

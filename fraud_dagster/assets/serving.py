@@ -8,8 +8,8 @@ import dagster as dg
 from dagster_mlflow.resources import MlFlow
 
 from fraud_dagster import registry
-from fraud_dagster.core.scoring import save_model_dir
 from fraud_dagster.io_managers import DailyTables
+from fraud_dagster.serving.scoring import save_model_dir
 
 # BentoML reports usage to its vendor unless told not to; this project talks to no one.
 # (BentoML itself is imported where it is used: it adds seconds to every load of the definitions.)

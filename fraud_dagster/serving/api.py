@@ -28,7 +28,7 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, NaiveDatetime
 
 from fraud_dagster.core.schema import REQUEST_DTYPES, REQUIRED_COLUMNS
-from fraud_dagster.core.scoring import Scored, Scorer, transactions_frame
+from fraud_dagster.serving.scoring import Scored, Scorer, transactions_frame
 
 MAX_BATCH_SIZE = int(os.environ.get("FRAUD_MAX_BATCH_SIZE", "10000"))
 """Most transactions one ``/predict_batch`` request may carry (``FRAUD_MAX_BATCH_SIZE``)."""
