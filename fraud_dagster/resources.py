@@ -36,12 +36,18 @@ class SimulatorSource(TransactionSource):
     drift_amount_factor: float = SimulatorConfig.drift_amount_factor
     drift_fraud_factor: float = SimulatorConfig.drift_fraud_factor
     stolen_cards_per_day: float = SimulatorConfig.n_stolen_cards
+    tested_cards_per_day: float = SimulatorConfig.n_tested_cards
 
     @classmethod
     def handbook(cls) -> "SimulatorSource":
         """The Fraud Detection Handbook's setting (``SimulatorConfig.handbook``)."""
         config = SimulatorConfig.handbook()
-        return cls(seed=config.seed, drift_start=None, stolen_cards_per_day=config.n_stolen_cards)
+        return cls(
+            seed=config.seed,
+            drift_start=None,
+            stolen_cards_per_day=config.n_stolen_cards,
+            tested_cards_per_day=config.n_tested_cards,
+        )
 
     def simulator_config(self) -> SimulatorConfig:
         return SimulatorConfig(
@@ -52,6 +58,7 @@ class SimulatorSource(TransactionSource):
             drift_amount_factor=self.drift_amount_factor,
             drift_fraud_factor=self.drift_fraud_factor,
             n_stolen_cards=self.stolen_cards_per_day,
+            n_tested_cards=self.tested_cards_per_day,
         )
 
     def read_days(self, first: dt.date, last: dt.date) -> pl.DataFrame:

@@ -38,7 +38,7 @@ def source() -> str:
 
 
 def simulator() -> str:
-    """``FRAUD_SIMULATOR``: ``fraud_dagster`` (default: four fraud scenarios and a drift) or
+    """``FRAUD_SIMULATOR``: ``fraud_dagster`` (default: five fraud scenarios and a drift) or
     ``handbook`` (the Fraud Detection Handbook's three scenarios, no drift)."""
     value = os.environ.get("FRAUD_SIMULATOR", "fraud_dagster")
     if value not in SIMULATORS:

@@ -1,7 +1,7 @@
 """Seeded card-transaction simulator, after the Fraud Detection Handbook's design.
 
 Customers and terminals live on a 100x100 grid; a customer only uses terminals within
-``radius`` of home and spends around a personal mean. Fraud comes from four scenarios:
+``radius`` of home and spends around a personal mean. Fraud comes from five scenarios:
 
 1. any amount over ``large_amount_threshold`` (the Handbook's 220);
 2. compromised terminals: each day ``n_compromised_terminals`` terminals become compromised for
@@ -11,9 +11,12 @@ Customers and terminals live on a 100x100 grid; a customer only uses terminals w
    multiplied by ``compromised_amount_factor``;
 4. stolen cards used away from home at night (ours): each day ``n_stolen_cards`` cards are stolen
    and, for ``stolen_card_days``, the thief makes a few extra purchases between midnight and 6am at
-   terminals outside the owner's radius.
+   terminals outside the owner's radius;
+5. card testing (ours): each day ``n_tested_cards`` cards on average are tested in one burst each:
+   3-8 purchases of 0.50-5.00 a few seconds to minutes apart, then 1-3 of 150-1,000 within the next
+   hour, every one at a different terminal anywhere on the grid (about 15 transactions a day).
 
-From ``drift_start`` on, spending shifts by ``drift_amount_factor`` and scenario 4 becomes
+From ``drift_start`` on, spending shifts by ``drift_amount_factor`` and scenarios 4 and 5 become
 ``drift_fraud_factor`` times more frequent, so that monitoring has something real to find.
 
 Every random draw for day D is seeded by (seed, purpose, D), so a day's rows are the same whichever
@@ -33,8 +36,10 @@ SECONDS_PER_DAY = 86_400
 TRANSACTION_IDS_PER_DAY = 1_000_000
 _EPOCH = dt.date(1970, 1, 1)
 
-# Stream identifiers keep the random draws for different purposes independent.
-_PROFILES, _DAILY, _TERMINAL_PICK, _CUSTOMER_PICK, _CARD_FRAUD, _STOLEN_PICK, _STOLEN_TX = range(7)
+# Stream identifiers keep the random draws for different purposes independent. New ones go at the
+# end: renumbering would change the draws, hence the rows, of every existing purpose.
+(_PROFILES, _DAILY, _TERMINAL_PICK, _CUSTOMER_PICK, _CARD_FRAUD, _STOLEN_PICK, _STOLEN_TX,
+ _CARD_TESTING) = range(8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +56,7 @@ class SimulatorConfig:
     compromised_amount_factor: float = 5.0
     n_stolen_cards: float = 1.5
     stolen_card_days: int = 3
+    n_tested_cards: float = 2.0
     drift_start: dt.date | None = None
     drift_amount_factor: float = 1.15
     drift_fraud_factor: float = 2.5
@@ -58,7 +64,7 @@ class SimulatorConfig:
     @classmethod
     def handbook(cls, seed: int = 42) -> SimulatorConfig:
         """The Fraud Detection Handbook's setting: its three scenarios only, no drift."""
-        return cls(seed=seed, n_stolen_cards=0.0, drift_start=None)
+        return cls(seed=seed, n_stolen_cards=0.0, n_tested_cards=0.0, drift_start=None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +184,32 @@ class Simulator:
             "scenario": np.full(len(customer), 4, dtype=np.int8),
         }
 
+    def _card_testing(self, day: dt.date) -> dict[str, np.ndarray]:
+        c = self.config
+        rate = c.n_tested_cards * (c.drift_fraud_factor if self._drifted(day) else 1.0)
+        rng = _rng(c, _CARD_TESTING, day)
+        card = rng.choice(c.n_customers, size=rng.poisson(rate))
+        n_tests = rng.integers(3, 9, size=len(card))
+        n_large = rng.integers(1, 4, size=len(card))
+        seconds, amount = [np.empty(0, dtype=np.int64)], [np.empty(0)]
+        for tests, large in zip(n_tests, n_large):
+            # Tests 20-180 s apart, then the large purchases 5-60 min after the last test; the burst
+            # starts anywhere that keeps all of it inside the day.
+            offset = np.cumsum(np.concatenate([[0], rng.integers(20, 181, size=tests - 1)]))
+            offset = np.concatenate([offset, offset[-1] + rng.integers(300, 3601, size=large)])
+            seconds.append(rng.integers(1, SECONDS_PER_DAY - offset.max()) + offset)
+            small, big = rng.uniform(0.5, 5.0, tests), rng.uniform(150, 1000, large)
+            amount.append(np.concatenate([small, big]))
+        n = int((n_tests + n_large).sum())
+        return {
+            "customer": np.repeat(card, n_tests + n_large),
+            # Each at its own terminal anywhere on the grid: testers hop from merchant to merchant.
+            "terminal": rng.choice(c.n_terminals, size=n, replace=False),
+            "seconds": np.concatenate(seconds),
+            "amount": np.concatenate(amount),
+            "scenario": np.full(n, 5, dtype=np.int8),
+        }
+
     def day(self, day: dt.date) -> pl.DataFrame:
         """All transactions of one day, labelled, sorted by time."""
         c = self.config
@@ -185,6 +217,9 @@ class Simulator:
         parts = [self._genuine(day, rng)]
         if c.n_stolen_cards > 0:
             parts.append(self._stolen_card_purchases(day))
+        if c.n_tested_cards > 0:
+            # Appended after the other rows, so the per-row draws below keep their values for them.
+            parts.append(self._card_testing(day))
         tx = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
         scenario = tx["scenario"]
         amount = tx["amount"]
