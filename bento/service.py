@@ -1,13 +1,16 @@
 """fraud_service: fraud predictions for raw card transactions, from the exported champion model.
 
-Serves the ``fraud_model`` that the ``bento_model`` asset put in the BentoML model store, with the
-feature state bundled in it. From this folder: ``bentoml serve`` (see bento/README.md).
+Serves the ``fraud_model`` that the ``bento_model`` asset put in the BentoML model store, with
+features from the online feature store (``fraud_dagster.serving``): the newest materialised
+``feature_state`` plus every transaction scored since. A newer model or state is picked up
+without a restart. From this folder: ``bentoml serve`` (see bento/README.md).
 
 Environment: ``BENTOML_HOME`` (BentoML's; the project's store is ``<data root>/bentoml``),
-``FRAUD_DATA_DIR`` (data root for the prediction log, default the project's ``data/``),
-``FRAUD_MODEL_TAG`` (default ``fraud_model:latest``),
+``FRAUD_DATA_DIR`` (data root: the pipeline's ``feature_state`` files and the prediction log,
+default the project's ``data/``), ``FRAUD_MODEL_TAG`` (default ``fraud_model:latest``),
+``FRAUD_ONLINE_STORE`` (``memory``, the default, or ``redis``), ``FRAUD_REDIS_URL``,
+``FRAUD_WORKERS`` (default 1; more need ``redis``), ``FRAUD_RELOAD_SECONDS`` (default 10),
 ``FRAUD_API_TOKEN`` (unset: no token), ``FRAUD_MAX_BATCH_SIZE``, ``FRAUD_MAX_REQUEST_BYTES``,
-``FRAUD_PREDICTION_LOG_ROWS`` / ``FRAUD_PREDICTION_LOG_SECONDS`` (when the log is written),
 ``FRAUD_CONTRIBUTIONS`` (``approximate``, the default, or ``exact`` TreeSHAP: 50x slower),
 ``POLARS_MAX_THREADS`` (default here 1).
 """
@@ -45,13 +48,18 @@ from fraud_dagster.serving.api import (  # noqa: E402
     facts,
     prediction_body,
     read_batch,
+    refusal_body,
 )
+from fraud_dagster.serving.live import Live  # noqa: E402
 from fraud_dagster.serving.microbatch import MicroBatcher  # noqa: E402
 from fraud_dagster.serving.prediction_log import PredictionLog  # noqa: E402
 from fraud_dagster.serving.scoring import Scored, Scorer, transactions_frame  # noqa: E402
+from fraud_dagster.serving.store import Refused, open_store  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("FRAUD_DATA_DIR") or Path(__file__).resolve().parents[1] / "data")
 MODEL_TAG = os.environ.get("FRAUD_MODEL_TAG", "fraud_model:latest")
+STORE = os.environ.get("FRAUD_ONLINE_STORE", "memory")
+WORKERS = int(os.environ.get("FRAUD_WORKERS", "1"))
 try:  # BentoML's own message would say it also failed to reach BentoCloud
     bentoml.models.get(MODEL_TAG)
 except bentoml.exceptions.NotFound:
@@ -60,6 +68,12 @@ except bentoml.exceptions.NotFound:
         f" {os.environ.get('BENTOML_HOME', '~/bentoml')}/models. Materialise the bento_model asset"
         " (retrain_job) first, and set BENTOML_HOME to the project's (<data root>/bentoml)."
     ) from None
+if STORE == "memory" and WORKERS > 1:
+    raise SystemExit(
+        f"fraud_service: FRAUD_WORKERS={WORKERS} with FRAUD_ONLINE_STORE=memory: each worker would"
+        " keep its own feature state and miss the transactions the others score. Serve one worker,"
+        " or set FRAUD_ONLINE_STORE=redis and FRAUD_REDIS_URL for workers to share one state."
+    )
 CONTRIBUTIONS = os.environ.get("FRAUD_CONTRIBUTIONS", "approximate")
 if CONTRIBUTIONS not in ("approximate", "exact"):
     raise SystemExit(f"FRAUD_CONTRIBUTIONS must be 'approximate' or 'exact', not {CONTRIBUTIONS!r}")
@@ -78,48 +92,64 @@ class BatchInput(bentoml.IODescriptor, BatchRequest):
         return cls.model_construct(transactions=transactions, include_features=include_features)
 
 
+def newest_model() -> tuple[str, Path]:
+    model = bentoml.models.get(MODEL_TAG)
+    return str(model.tag), Path(model.path)
+
+
 @bentoml.asgi_app(extra_routes, path="/")
 @bentoml.service(
     name="fraud_service",
     http={"host": "127.0.0.1", "port": 3000},
     traffic={"timeout": 60},
-    workers=1,
+    workers=WORKERS,
 )
 class FraudService:
     """Fraud probability, decision at the tuned threshold, model version and the features that
-    weighed most, for raw transactions. Features are computed from the transaction and the
-    feature state bundled with the model, by the function the batch pipeline uses."""
+    weighed most, for raw transactions. Features are computed from the transaction, the newest
+    feature state and the customer's earlier transactions, by the code the batch pipeline runs."""
 
     model = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
-        self.scorer = Scorer.load(self.model.path, exact_contributions=EXACT_CONTRIBUTIONS)
-        self.log = PredictionLog(
-            DATA_DIR / "predictions",
-            max_rows=int(os.environ.get("FRAUD_PREDICTION_LOG_ROWS", "10000")),
-            max_seconds=float(os.environ.get("FRAUD_PREDICTION_LOG_SECONDS", "60")),
+        worker = bentoml.server_context.worker_index or 1
+        if STORE == "memory" and worker > 1:
+            raise SystemExit("fraud_service: more than one worker with FRAUD_ONLINE_STORE=memory;"
+                             " set FRAUD_ONLINE_STORE=redis (see bento/README.md)")
+        self.log = PredictionLog(DATA_DIR / "predictions")
+        self.live = Live(
+            open_store(STORE, os.environ.get("FRAUD_REDIS_URL")),
+            state_dir=DATA_DIR / "assets" / "feature_state",
+            journal_dir=DATA_DIR / "predictions",
+            newest_model=newest_model,
+            load_scorer=lambda path: Scorer.load(path, exact_contributions=EXACT_CONTRIBUTIONS),
+            interval=float(os.environ.get("FRAUD_RELOAD_SECONDS", "10")),
         )
-        self.batcher = MicroBatcher(
-            lambda jobs: answer_jobs(self.scorer, jobs, on_scored=self._log),
-            rows=lambda job: job.rows, max_rows=MAX_BATCH_SIZE)
-        self.facts = facts(self.scorer)
-        self.library_mismatches = self.scorer.library_mismatches()
-        for name, (exported, running) in self.library_mismatches.items():
+        self.batcher = MicroBatcher(self._answer, rows=lambda job: job.rows,
+                                    max_rows=MAX_BATCH_SIZE)
+        scorer = self.live.scorer
+        for name, (exported, running) in scorer.library_mismatches().items():
             logger.warning("%s was %s when the model was exported, is %s here", name, exported,
                            running)
-        logger.info("serving %s (MLflow v%s), feature state as of %s", self.model.tag,
-                    self.scorer.model_version, self.scorer.state_date)
+        logger.info("serving %s (MLflow v%s), feature state as of %s, %s store", self.live.model.tag,
+                    scorer.model_version, self.live.store.state_date, STORE)
         # What is loaded now lives as long as the process: keep the collector from walking it
         # again and again, pausing requests (a 10,000-row batch allocates enough to trigger it).
         gc.collect()
         gc.freeze()
+        self.live.start()
 
-    def _log(self, scored: Scored) -> None:
+    def _answer(self, jobs: list[ScoringJob]):
+        model = self.live.model  # one model for the whole micro-batch, whatever the reloads
+        return answer_jobs(model.scorer, self.live.store, jobs,
+                           on_scored=lambda scored: self._log(scored, model.scorer))
+
+    def _log(self, scored: Scored, scorer: Scorer) -> None:
         n = scored.height
         self.log.append(scored.features.hstack([
             pl.Series("fraud_probability", scored.probability),
             pl.Series("is_fraud", scored.is_fraud),
-            pl.repeat(self.scorer.model_version, n, eager=True).alias("model_version"),
+            pl.repeat(scorer.model_version, n, eager=True).alias("model_version"),
             pl.repeat(dt.datetime.now(dt.timezone.utc), n, eager=True).alias("scored_at"),
         ]))
 
@@ -130,35 +160,50 @@ class FraudService:
     async def predict(self, **transaction) -> Response:
         """Score one transaction, a flat JSON object with the validated schema's fields."""
         row = tuple(transaction[name] for name in REQUIRED_COLUMNS)
-        prediction = await self.batcher.score(ScoringJob(transactions_frame([row])))
-        return Response(prediction_body(self.facts, prediction), media_type="application/json")
+        try:
+            answered = await self.batcher.score(ScoringJob(transactions_frame([row])))
+        except Refused as refused:
+            return Response(refusal_body(refused, single=True), status_code=refused.status,
+                            media_type="application/json")
+        return Response(prediction_body(answered), media_type="application/json")
 
     @bentoml.api(route="/predict_batch", input_spec=BatchInput, output_spec=BatchPrediction)
     async def predict_batch(self, transactions: pl.DataFrame,
                             include_features: bool = False) -> Response:
         """Score `{"transactions": [...]}` (at most FRAUD_MAX_BATCH_SIZE), answers in order."""
-        predictions = await self.batcher.score(ScoringJob(transactions, include_features))
-        return Response(batch_body(self.facts, predictions), media_type="application/json")
+        try:
+            answered = await self.batcher.score(ScoringJob(transactions, include_features))
+        except Refused as refused:
+            return Response(refusal_body(refused, single=False), status_code=refused.status,
+                            media_type="application/json")
+        return Response(batch_body(answered), media_type="application/json")
 
     @extra_routes.get("/metadata", response_model=ModelMetadata, operation_id="get_metadata")
     @extra_routes.post("/metadata", response_model=ModelMetadata, operation_id="post_metadata")
     def metadata(self) -> ModelMetadata:
-        """The served model: version, threshold, features, feature state date and lineage."""
-        info = self.scorer.info
+        """The served model (version, threshold, features, lineage) and the feature store's
+        state: its day, the newest transaction applied."""
+        model, store = self.live.model, self.live.store.info()
+        info = model.scorer.info
         return ModelMetadata(
-            **self.facts,
-            bentoml_tag=str(self.model.tag),
-            feature_columns=list(self.scorer.feature_columns),
-            state_date=info.get("state_date"),
+            **facts(model.scorer, store.state_date),
+            bentoml_tag=model.tag,
+            feature_columns=list(model.scorer.feature_columns),
+            feature_store=store.backend,
+            newest_transaction=(store.newest_transaction.isoformat()
+                                if store.newest_transaction else None),
+            transactions_applied=store.transactions_applied,
             lineage={k: str(v) for k, v in info.items()
                      if k not in ("threshold", "feature_columns", "state_date", "libraries")},
             libraries=info.get("libraries", {}),
-            library_mismatches={k: list(v) for k, v in self.library_mismatches.items()},
+            library_mismatches={k: list(v) for k, v in
+                                model.scorer.library_mismatches().items()},
             max_batch_size=MAX_BATCH_SIZE,
         )
 
     @bentoml.on_shutdown
     def close(self) -> None:
+        self.live.close()
         self.batcher.shutdown()
         self.log.close()
 

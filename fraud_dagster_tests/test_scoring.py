@@ -18,10 +18,11 @@ from fraud_dagster.core.schema import REQUIRED_COLUMNS
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
 from fraud_dagster.core.training import CandidateSettings, make_pipeline
 from fraud_dagster.serving.api import (
-    ScoringJob, answer_jobs, batch_body, facts, prediction_body)
+    Answered, ScoringJob, answer_jobs, batch_body, facts, prediction_body)
 from fraud_dagster.serving.microbatch import MicroBatcher
 from fraud_dagster.serving.prediction_log import PredictionLog
 from fraud_dagster.serving.scoring import Scorer, save_model_dir
+from fraud_dagster.serving.store import MemoryStore
 
 DAY = dt.date(2025, 2, 20)
 
@@ -49,38 +50,44 @@ def scorer_for(candidate: str, history, tmp_path, exact: bool = False) -> Scorer
     return Scorer.load(tmp_path, exact_contributions=exact)
 
 
+def store_for(state: pl.DataFrame) -> MemoryStore:
+    store = MemoryStore()
+    store.load_state(state)
+    return store
+
+
 def test_scores_come_back_in_request_order_with_the_batch_features(history, tmp_path):
     _, state, day = history
     scorer = scorer_for("xgboost+none", history, tmp_path)
-    shuffled = day.sample(fraction=1.0, shuffle=True, seed=1)
-    requests = pl.concat([shuffled, shuffled.head(3)])  # repeated ids are scored again
-    scored = scorer.score(requests)
-    assert scored.features["transaction_id"].to_list() == requests["transaction_id"].to_list()
+    shuffled = day.select(REQUIRED_COLUMNS).sample(fraction=1.0, shuffle=True, seed=1)
+    features, state_date = store_for(state).score_features(shuffled, feature_rows=16)
+    scored = scorer.score(features)
+    assert state_date == DAY - dt.timedelta(days=1)
+    assert scored.features["transaction_id"].to_list() == shuffled["transaction_id"].to_list()
     expected = features_for_day(day, state)
-    got = scored.features.unique("transaction_id", keep="first")
-    assert got.sort("transaction_id").select(*KEY_COLUMNS, *FEATURE_COLUMNS).equals(
-        expected.sort("transaction_id"))
+    assert scored.features.sort("transaction_id").equals(expected.sort("transaction_id"))
     direct = scorer.pipeline.predict_proba(scored.features.select(FEATURE_COLUMNS).to_numpy())
     assert np.array_equal(scored.probability, direct[:, 1])
     assert np.array_equal(scored.is_fraud, direct[:, 1] >= 0.5)
 
 
-def test_each_transaction_scored_alone_gets_exactly_its_whole_day_features(history, tmp_path):
-    """polars divides short and long columns differently in the last bit: a request must get the
-    bits the batch asset, which computes whole days, stores."""
+@pytest.mark.parametrize("size", [1, 2, 7, 40])
+def test_transactions_scored_in_arrival_order_get_exactly_their_whole_day_features(history, size):
+    """One by one (plain Python) or in batches (polars), each sees the day's earlier ones."""
     _, state, day = history
-    scorer = scorer_for("xgboost+none", history, tmp_path)
-    whole_day = features_for_day(day, state).select(*KEY_COLUMNS, *FEATURE_COLUMNS)
-    alone = pl.concat([scorer.features(day.slice(i, 1)) for i in range(day.height)])
-    assert alone.select(*KEY_COLUMNS, *FEATURE_COLUMNS).equals(whole_day)
-    in_twos = pl.concat([scorer.features(day.slice(i, 2)) for i in range(0, day.height, 2)])
-    assert in_twos.select(*KEY_COLUMNS, *FEATURE_COLUMNS).equals(whole_day)
+    whole_day = features_for_day(day, state)
+    store = store_for(state)
+    rows = day.select(REQUIRED_COLUMNS)
+    served = pl.concat([store.score_features(rows.slice(i, size), feature_rows=16)[0]
+                        for i in range(0, day.height, size)])
+    assert served.equals(whole_day)
+    assert store.info().transactions_applied == day.height
 
 
 @pytest.mark.parametrize("exact", [False, True])
 def test_xgboost_contributions_are_its_own_and_add_up_to_the_log_odds(history, tmp_path, exact):
     scorer = scorer_for("xgboost+none", history, tmp_path, exact)
-    scored = scorer.score(history[2].head(50))
+    scored = scorer.score(features_for_day(history[2].head(50), history[1]))
     x = xgboost.DMatrix(scored.features.select(FEATURE_COLUMNS).to_numpy())
     booster = scorer.classifier.get_booster()
     contribs = booster.predict(x, pred_contribs=True, approx_contribs=not exact)
@@ -95,7 +102,7 @@ def test_xgboost_contributions_are_its_own_and_add_up_to_the_log_odds(history, t
 
 def test_logistic_regression_contributions_add_up_to_its_log_odds(history, tmp_path):
     scorer = scorer_for("logistic_regression+undersample", history, tmp_path)
-    scored = scorer.score(history[2].head(50))
+    scored = scorer.score(features_for_day(history[2].head(50), history[1]))
     x = scored.features.select(FEATURE_COLUMNS).to_numpy()
     log_odds = scorer.pipeline.decision_function(x)
     intercept = scorer.classifier.intercept_[0]
@@ -105,7 +112,7 @@ def test_logistic_regression_contributions_add_up_to_its_log_odds(history, tmp_p
 
 def test_random_forest_says_contributions_are_unavailable(history, tmp_path):
     scorer = scorer_for("random_forest+none", history, tmp_path)
-    scored = scorer.score(history[2].head(5))
+    scored = scorer.score(features_for_day(history[2].head(5), history[1]))
     assert scored.contributions is None
     assert scored.top_contributions().to_list() == [None] * 5
     assert scorer.contribution_note.startswith("unavailable: RandomForestClassifier")
@@ -173,12 +180,29 @@ def test_jobs_scored_together_get_their_own_rows_and_features_if_asked(history, 
     rows = history[2].select(REQUIRED_COLUMNS).head(n)
     jobs = [ScoringJob(rows[:1]), ScoringJob(rows[1:5], include_features=True),
             ScoringJob(rows[5:])]
-    answers = answer_jobs(scorer, jobs)
-    alone = [answer_jobs(scorer, [job])[0] for job in jobs]
+    answers = [a.predictions for a in answer_jobs(scorer, store_for(history[1]), jobs)]
+    one_store = store_for(history[1])
+    alone = [answer_jobs(scorer, one_store, [job])[0].predictions for job in jobs]
     assert [as_rows(a) for a in answers] == [as_rows(b) for b in alone]
     assert [len(as_rows(a)) for a in answers] == [1, 4, n - 5]
     assert "features" not in as_rows(answers[0])[0] and "features" in as_rows(answers[1])[0]
     assert as_rows(answers[1])[0]["transaction_id"] == rows["transaction_id"][1]
+
+
+def test_a_refused_request_fails_alone_and_its_neighbours_are_scored(history, tmp_path):
+    scorer = scorer_for("xgboost+none", history, tmp_path)
+    store = store_for(history[1])
+    rows = history[2].select(REQUIRED_COLUMNS).head(6)
+    answer_jobs(scorer, store, [ScoringJob(rows[:1])])
+    stale = rows[4:5].with_columns(pl.col("tx_datetime") - dt.timedelta(days=1))
+    jobs = [ScoringJob(rows[:1]), ScoringJob(rows[1:3]), ScoringJob(rows[1:2]),
+            ScoringJob(stale), ScoringJob(rows[3:4])]
+    results = answer_jobs(scorer, store, jobs)
+    statuses = [getattr(r, "status", 200) for r in results]
+    assert statuses == [409, 200, 409, 422, 200]
+    assert results[0].errors[0]["loc"] == ["transactions", 0, "transaction_id"]
+    assert results[3].errors[0]["loc"] == ["transactions", 0, "tx_datetime"]
+    assert store.info().transactions_applied == 4
 
 
 @pytest.mark.parametrize("candidate", ["xgboost+none", "random_forest+none"])
@@ -186,27 +210,31 @@ def test_answers_as_rows_and_as_frames_are_the_same_json(history, tmp_path, cand
     from fraud_dagster.serving.api import prediction_rows, predictions_frame
 
     scorer = scorer_for(candidate, history, tmp_path)
-    scored = scorer.score(history[2].select(REQUIRED_COLUMNS).head(20))
-    model = facts(scorer)
+    scored = scorer.score(features_for_day(history[2].head(20), history[1]))
+    day = DAY - dt.timedelta(days=1)
+    model = facts(scorer, day)
     for include_features in (False, True):
-        frame = predictions_frame(scored, include_features)
-        rows = prediction_rows(scored, include_features)
+        frame = predictions_frame(scored, day, include_features)
+        rows = prediction_rows(scored, day, include_features)
         assert rows == frame.to_dicts()
-        assert json.loads(batch_body(model, rows)) == json.loads(batch_body(model, frame))
-        assert (json.loads(prediction_body(model, rows[:1]))
-                == json.loads(prediction_body(model, frame.head(1))))
+        assert (json.loads(batch_body(Answered(model, rows)))
+                == json.loads(batch_body(Answered(model, frame))))
+        assert (json.loads(prediction_body(Answered(model, rows[:1])))
+                == json.loads(prediction_body(Answered(model, frame.head(1)))))
 
 
 def test_response_bodies_keep_every_float_exactly(history, tmp_path):
     from fraud_dagster.serving.api import predictions_frame
 
     scorer = scorer_for("xgboost+none", history, tmp_path)
-    frame = predictions_frame(scorer.score(history[2].select(REQUIRED_COLUMNS).head(20)), True)
-    model = facts(scorer)
-    batch = json.loads(batch_body(model, frame))
+    day = DAY - dt.timedelta(days=1)
+    frame = predictions_frame(scorer.score(features_for_day(history[2].head(20), history[1])),
+                              day, True)
+    model = facts(scorer, day)
+    batch = json.loads(batch_body(Answered(model, frame)))
     assert batch["predictions"] == frame.to_dicts()
     assert {k: batch[k] for k in model} == model
-    single = json.loads(prediction_body(model, frame.head(1).drop("features")))
+    single = json.loads(prediction_body(Answered(model, frame.head(1).drop("features"))))
     assert single == {**model, **frame.head(1).drop("features").to_dicts()[0]}
 
 

@@ -368,7 +368,7 @@ def _features(queries: pl.DataFrame, customers: pl.DataFrame, terminals: pl.Data
         v[f"cents_{w}d"] = pl.col("r_cents_today") + pl.col(f"c_cents_{d}d")
         v[f"sq_{w}d"] = pl.col("r_sq_today") + pl.col(f"c_cents_sq_{d}d")
     features = _derive(v, _PolarsOps)
-    return frame.select(*KEY_COLUMNS, *(e.alias(name) for name, e in features.items()))
+    return frame.select(*KEY_COLUMNS, *(features[name].alias(name) for name in FEATURE_COLUMNS))
 
 
 def _split_state(state: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:

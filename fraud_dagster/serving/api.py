@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, NaiveDatetime
 
 from fraud_dagster.core.schema import REQUEST_DTYPES, REQUIRED_COLUMNS
 from fraud_dagster.serving.scoring import Scored, Scorer, transactions_frame
+from fraud_dagster.serving.store import FeatureStore, Refused
 
 MAX_BATCH_SIZE = int(os.environ.get("FRAUD_MAX_BATCH_SIZE", "10000"))
 """Most transactions one ``/predict_batch`` request may carry (``FRAUD_MAX_BATCH_SIZE``)."""
@@ -76,6 +77,11 @@ class ScoredTransaction(BaseModel):
         description="The features that moved the score most, largest first; null when the model"
         " has no exact contributions (see `contributions`)."
     )
+    state_lag_days: int = Field(
+        0, description="Days between the feature state's next day and the transaction's: 0, the"
+        " features are exactly the batch ones; more, the pipeline has not yet materialised the"
+        " states in between, and the 7- and 30-day windows and the terminal risk lag by that much."
+    )
     features: dict[str, float] | None = Field(
         None, description="Every feature the model read, when `include_features` is set."
     )
@@ -85,6 +91,10 @@ class ModelFacts(BaseModel):
     model_version: str = Field(description="The MLflow registered version of `fraud_model`.")
     threshold: float
     contributions: str = Field(description="What `top_contributions` are, or why there are none.")
+    state_date: str | None = Field(
+        description="The day of the feature state the features were computed from: exact for"
+        " transactions of the next day (see `state_lag_days`)."
+    )
 
 
 class Prediction(ScoredTransaction, ModelFacts):
@@ -102,9 +112,13 @@ class ModelMetadata(ModelFacts):
 
     bentoml_tag: str
     feature_columns: list[str]
-    state_date: str | None = Field(
-        description="The feature state is as of the end of this day: features are exactly the"
-        " batch ones for transactions of the next day, and use older history after that."
+    feature_store: str = Field(description="`memory` or `redis` (FRAUD_ONLINE_STORE).")
+    newest_transaction: str | None = Field(
+        description="The latest `tx_datetime` the store has applied: how fresh the customer"
+        " windows are."
+    )
+    transactions_applied: int = Field(
+        description="Transactions applied to the store since the feature state's day."
     )
     lineage: dict[str, str] = Field(
         description="MLflow run and version, training and test windows, Dagster runs."
@@ -177,9 +191,11 @@ def pydantic_batch(body: bytes) -> tuple[pl.DataFrame, bool]:
     return transactions_frame(request_rows(request.transactions)), request.include_features
 
 
-def facts(scorer: Scorer) -> dict:
+def facts(scorer: Scorer, state_date) -> dict:
+    """What every answer says about how it was scored."""
     return {"model_version": scorer.model_version, "threshold": scorer.threshold,
-            "contributions": scorer.contribution_note}
+            "contributions": scorer.contribution_note,
+            "state_date": state_date.isoformat() if state_date else None}
 
 
 SMALL_ANSWER_ROWS = 16
@@ -189,7 +205,17 @@ Answer = pl.DataFrame | list[dict]
 """``ScoredTransaction`` rows: a frame for many, plain dicts for a few (the same JSON, tested)."""
 
 
-def predictions_frame(scored: Scored, include_features: bool = False) -> pl.DataFrame:
+def state_lag_days(scored: Scored, state_date) -> pl.Series:
+    """``ScoredTransaction.state_lag_days`` of each row."""
+    days = scored.features.get_column("tx_datetime").dt.date()
+    if state_date is None:
+        return pl.repeat(0, scored.height, dtype=pl.Int64, eager=True).alias("state_lag_days")
+    lag = (days - state_date).dt.total_days() - 1
+    return lag.clip(lower_bound=0).alias("state_lag_days")
+
+
+def predictions_frame(scored: Scored, state_date, include_features: bool = False
+                      ) -> pl.DataFrame:
     """One ``ScoredTransaction`` per row, as a frame (serialised by polars: a 10,000-row batch as
     pydantic models or dicts costs more than scoring it)."""
     frame = pl.DataFrame({
@@ -197,20 +223,21 @@ def predictions_frame(scored: Scored, include_features: bool = False) -> pl.Data
         "fraud_probability": scored.probability.astype(np.float64),
         "is_fraud": scored.is_fraud,
         "top_contributions": scored.top_contributions(),
+        "state_lag_days": state_lag_days(scored, state_date),
     })
     return frame.hstack([features_struct(scored)]) if include_features else frame
 
 
-def prediction_rows(scored: Scored, include_features: bool = False) -> list[dict]:
+def prediction_rows(scored: Scored, state_date, include_features: bool = False) -> list[dict]:
     """``predictions_frame``'s rows as dicts: a single transaction's answer in 0.6 ms, 1.2 ms
     through a frame."""
     rows = [
         {"transaction_id": transaction_id, "fraud_probability": probability, "is_fraud": is_fraud,
-         "top_contributions": top}
-        for transaction_id, probability, is_fraud, top in zip(
+         "top_contributions": top, "state_lag_days": lag}
+        for transaction_id, probability, is_fraud, top, lag in zip(
             scored.features["transaction_id"].to_list(),
             scored.probability.astype(np.float64).tolist(), scored.is_fraud.tolist(),
-            scored.top_contribution_rows())
+            scored.top_contribution_rows(), state_lag_days(scored, state_date).to_list())
     ]
     if include_features:
         features = scored.features.select(scored.feature_names)
@@ -225,24 +252,33 @@ def features_struct(scored: Scored, start: int = 0, rows: int | None = None) -> 
             .to_series().alias("features"))
 
 
-def prediction_body(model: dict, prediction: Answer) -> bytes:
-    """A ``Prediction``: the model's facts and the one row of an answer."""
+def prediction_body(answered: Answered) -> bytes:
+    """A ``Prediction``: the facts and the one row of an answer."""
+    prediction = answered.predictions
     if isinstance(prediction, pl.DataFrame):
         [row] = json.loads(prediction.write_json())
     else:
         [row] = prediction
-    return pydantic_core.to_json({**model, **row})
+    return pydantic_core.to_json({**answered.facts, **row})
 
 
-def batch_body(model: dict, predictions: Answer) -> bytes:
+def batch_body(answered: Answered) -> bytes:
     """A ``BatchPrediction``; a frame's rows serialised by polars (exact shortest floats)."""
+    predictions = answered.predictions
     if not isinstance(predictions, pl.DataFrame):
-        return pydantic_core.to_json({**model, "predictions": predictions})
+        return pydantic_core.to_json({**answered.facts, "predictions": predictions})
     body = io.BytesIO()
-    body.write(pydantic_core.to_json(model)[:-1] + b',"predictions":')
+    body.write(pydantic_core.to_json(answered.facts)[:-1] + b',"predictions":')
     predictions.write_json(body)
     body.write(b"}")
     return body.getvalue()
+
+
+def refusal_body(refused: Refused, single: bool) -> bytes:
+    """The ``detail`` of a refusal, as validation errors are: for ``/predict`` the location is
+    the transaction's own field."""
+    errors = [{**e, "loc": e["loc"][2:]} if single else e for e in refused.errors]
+    return pydantic_core.to_json({"detail": errors})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,28 +293,57 @@ class ScoringJob:
         return self.transactions.height
 
 
-def answer_jobs(scorer: Scorer, jobs: list[ScoringJob],
-                on_scored: Callable[[Scored], None] | None = None) -> list[Answer]:
-    """Score the transactions of several requests in one call; each request's rows, in order."""
-    scored = scorer.score(pl.concat([job.transactions for job in jobs], rechunk=False)
-                          if len(jobs) > 1 else jobs[0].transactions)
+@dataclasses.dataclass(frozen=True)
+class Answered:
+    """A request's answer: the facts of how it was scored and its rows."""
+
+    facts: dict
+    predictions: Answer
+
+
+def answer_jobs(scorer: Scorer, store: FeatureStore, jobs: list[ScoringJob],
+                on_scored: Callable[[Scored], None] | None = None) -> list[Answered | Refused]:
+    """Score the transactions of several requests in one call; each request's rows, in order.
+
+    A request the store refuses (a duplicate or too old a transaction) gets its ``Refused`` and
+    the others are scored together without it. ``on_scored`` (the prediction log) sees every
+    scored row before any answer is handed back.
+    """
+    refused, seen = {}, set()
+    for i, job in enumerate(jobs):
+        refusal = store.refusal(job.transactions, seen)
+        if refusal is not None:
+            refused[i] = refusal
+        else:
+            seen.update(job.transactions.get_column("transaction_id").to_list())
+    accepted = [job for i, job in enumerate(jobs) if i not in refused]
+    if not accepted:
+        return [refused[i] for i in range(len(jobs))]
+    transactions = (pl.concat([job.transactions for job in accepted], rechunk=False)
+                    if len(accepted) > 1 else accepted[0].transactions)
+    features, state_date = store.score_features(transactions.select(REQUIRED_COLUMNS),
+                                                SMALL_ANSWER_ROWS)
+    scored = scorer.score(features)
     if on_scored is not None:
         on_scored(scored)
-    answers, start = [], 0
+    model = facts(scorer, state_date)
+    parts, start = [], 0
     if scored.height <= SMALL_ANSWER_ROWS:
-        rows = prediction_rows(scored, include_features=any(j.include_features for j in jobs))
-        for job in jobs:
+        rows = prediction_rows(scored, state_date,
+                               include_features=any(j.include_features for j in accepted))
+        for job in accepted:
             part = rows[start:start + job.rows]
             if not job.include_features:
                 part = [{k: v for k, v in row.items() if k != "features"} for row in part]
-            answers.append(part)
+            parts.append(Answered(model, part))
             start += job.rows
-        return answers
-    predictions = predictions_frame(scored)  # once: per request, it would cost ~1 ms each
-    for job in jobs:
-        part = predictions.slice(start, job.rows)
-        if job.include_features:
-            part = part.hstack([features_struct(scored, start, job.rows)])
-        answers.append(part)
-        start += job.rows
-    return answers
+    else:
+        predictions = predictions_frame(scored, state_date)  # once: per request, ~1 ms each
+        for job in accepted:
+            part = predictions.slice(start, job.rows)
+            if job.include_features:
+                part = part.hstack([features_struct(scored, start, job.rows)])
+            parts.append(Answered(model, part))
+            start += job.rows
+    answers = iter(parts)
+    return [refused[i] if i in refused else next(answers) for i in range(len(jobs))]

@@ -1,15 +1,15 @@
-"""Scoring raw transactions with an exported model: what the online service runs.
+"""Scoring transactions' features with an exported model: what the online service runs.
 
 A *model directory* holds everything serving needs, written by ``save_model_dir`` (the
 ``bento_model`` asset puts it in the BentoML model store) and read by ``Scorer.load``:
 
 - ``pipeline.pkl``: the fitted classifier pipeline (resampling steps are skipped at predict time);
-- ``feature_state.parquet``: the ``feature_state`` at the end of ``state_date``;
+- ``feature_state.parquet``: the ``feature_state`` at the end of ``state_date``, the state the
+  service starts from when the pipeline's own newer states are not at hand (see ``live.py``);
 - ``serving.json``: threshold, feature columns, model version, lineage and library versions.
 
-Features come from ``features_for_day``, the function the batch asset calls, with the bundled
-state, so a transaction of ``state_date + 1`` gets exactly its batch features. Nothing here knows
-about Dagster or BentoML.
+Features come from the online feature store (``store.py``), which computes them with the code the
+batch asset runs. Nothing here knows about Dagster or BentoML.
 """
 
 from __future__ import annotations
@@ -26,19 +26,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from fraud_dagster.core.features import (
-    FEATURE_COLUMNS,
-    KEY_COLUMNS,
-    feature_matrix,
-    features_for_day,
-)
-from fraud_dagster.core.schema import REQUEST_DTYPES, REQUIRED_COLUMNS
+from fraud_dagster.core.features import FEATURE_COLUMNS, KEY_COLUMNS, feature_matrix
+from fraud_dagster.core.schema import REQUEST_DTYPES
 
 PIPELINE_FILE = "pipeline.pkl"
 STATE_FILE = "feature_state.parquet"
 INFO_FILE = "serving.json"
 TOP_CONTRIBUTIONS = 5
-MIN_ROWS = 8
 PARALLEL_ROWS = 1_000
 """Batches of at least this many rows are scored on ``batch_threads`` threads."""
 LIBRARIES = ("polars", "numpy", "scikit-learn", "imbalanced-learn", "xgboost", "pandera")
@@ -81,7 +75,9 @@ class Scored:
     """Scores of a frame of transactions, row for row in request order."""
 
     features: pl.DataFrame
-    """``KEY_COLUMNS`` and ``FEATURE_COLUMNS``."""
+    """``KEY_COLUMNS`` and ``FEATURE_COLUMNS``: everything the store computed."""
+    feature_names: list[str]
+    """The model's features, in its order."""
     probability: np.ndarray
     is_fraud: np.ndarray
     contributions: np.ndarray | None
@@ -90,11 +86,6 @@ class Scored:
     @property
     def height(self) -> int:
         return self.features.height
-
-    @property
-    def feature_names(self) -> list[str]:
-        """The model's features, in its order (``features`` without ``KEY_COLUMNS``)."""
-        return [c for c in self.features.columns if c not in KEY_COLUMNS]
 
     def top(self, k: int = TOP_CONTRIBUTIONS) -> tuple[list[str], np.ndarray, np.ndarray,
                                                        np.ndarray] | None:
@@ -154,25 +145,19 @@ def _contribution_method(classifier, exact: bool) -> tuple[str, str]:
                     " and this service does not approximate them")
 
 
-def _collect(features: pl.LazyFrame) -> pl.DataFrame:
-    """``features_for_day`` given lazy frames builds one query; run without optimisation passes,
-    since for the few rows of a request planning is most of the cost (p99 halves, p50 -15 %)."""
-    return features.collect(optimizations=pl.QueryOptFlags.none())
-
-
 class Scorer:
-    """A loaded model directory: computes features, probabilities, decisions, contributions."""
+    """A loaded model directory: probabilities, decisions and contributions for features."""
 
-    def __init__(self, pipeline, state: pl.DataFrame, info: dict,
-                 exact_contributions: bool = False, batch_threads: int | None = None):
+    def __init__(self, pipeline, info: dict, exact_contributions: bool = False,
+                 batch_threads: int | None = None):
         self.pipeline = pipeline
-        self.state = state
         self.info = info
         self.threshold = float(info["threshold"])
         self.feature_columns = tuple(info["feature_columns"])
         self.model_version = str(info["registered_version"])
         self.state_date = (dt.date.fromisoformat(info["state_date"])
                            if info.get("state_date") else None)
+        """The day of the bundled state."""
         self.classifier = pipeline.steps[-1][1]
         # Requests are scored one micro-batch at a time: a thread pool per prediction only adds
         # hand-offs for a few rows (XGBoost with all threads is 30x slower on one row), but a
@@ -185,12 +170,6 @@ class Scorer:
         self.exact_contributions = exact_contributions
         self.contribution_kind, self.contribution_note = _contribution_method(
             self.classifier, exact_contributions)
-        indexed = state.with_row_index("_row")
-        self._state_rows = {
-            key: dict(indexed.filter(pl.col("entity") == entity)
-                      .select(f"{entity}_id", "_row").iter_rows())
-            for entity, key in (("customer", "customer_id"), ("terminal", "terminal_id"))
-        }
 
     def _use_threads(self, threads: int) -> None:
         if threads == self._threads:
@@ -214,8 +193,7 @@ class Scorer:
         with (folder / PIPELINE_FILE).open("rb") as handle:
             pipeline = pickle.load(handle)
         info = json.loads((folder / INFO_FILE).read_text())
-        return cls(pipeline, pl.read_parquet(folder / STATE_FILE), info, exact_contributions,
-                   batch_threads)
+        return cls(pipeline, info, exact_contributions, batch_threads)
 
     def library_mismatches(self) -> dict[str, tuple[str, str]]:
         """Libraries whose version differs from the export's: (exported, running)."""
@@ -223,33 +201,6 @@ class Scorer:
         return {name: (version, running.get(name, "absent"))
                 for name, version in self.info.get("libraries", {}).items()
                 if running.get(name) != version}
-
-    def state_for(self, transactions: pl.DataFrame) -> pl.DataFrame:
-        """The state rows of the transactions' customers and terminals: all ``features_for_day``
-        can join, found by row number instead of filtering the whole state on every request."""
-        rows = {
-            row
-            for key, index in self._state_rows.items()
-            for entity_id in transactions[key].unique().to_list()
-            if (row := index.get(entity_id)) is not None
-        }
-        return self.state[sorted(rows)]
-
-    def features(self, transactions: pl.DataFrame) -> pl.DataFrame:
-        """``features_for_day`` with the bundled state, rows in the order of ``transactions``.
-
-        A request's few rows are padded to ``MIN_ROWS`` (copies of the first, dropped after):
-        polars divides a column of a few rows by a constant exactly but a longer one through the
-        reciprocal, which differs in the last bit now and then (``tx_hour``), and the batch asset
-        computes whole days. The padding is done eagerly: inside the lazy query, a gather makes
-        polars plan the joins for an input of unknown length, 5x slower on one row.
-        """
-        n = transactions.height
-        padded = transactions.select(REQUIRED_COLUMNS)
-        if 0 < n < MIN_ROWS:
-            padded = padded[list(range(n)) + [0] * (MIN_ROWS - n)]
-        features = _collect(features_for_day(padded.lazy(), self.state_for(transactions).lazy()))
-        return features.head(n)
 
     def _classifier_input(self, x: np.ndarray) -> np.ndarray:
         for _, step in self.pipeline.steps[:-1]:
@@ -269,24 +220,24 @@ class Scorer:
         return self.classifier.get_booster().predict(
             matrix, pred_contribs=True, approx_contribs=not self.exact_contributions)[:, :-1]
 
-    def score(self, transactions: pl.DataFrame) -> Scored:
-        """Score raw transactions (``REQUIRED_COLUMNS``) of the day after ``state_date``."""
-        features = self.features(transactions).select(*KEY_COLUMNS, *self.feature_columns)
+    def score(self, features: pl.DataFrame) -> Scored:
+        """Score transactions' features (``KEY_COLUMNS`` and ``FEATURE_COLUMNS``)."""
         x = feature_matrix(features, self.feature_columns)
+        names = list(self.feature_columns)
         if not len(x):
-            return Scored(features, np.empty(0), np.empty(0, dtype=bool), None)
+            return Scored(features, names, np.empty(0), np.empty(0, dtype=bool), None)
         self._use_threads(self.batch_threads if len(x) >= PARALLEL_ROWS else 1)
         # What the pipeline's predict_proba does (resampling skipped), without its per-call
         # overhead, which is most of the time on a single row.
         z = self._classifier_input(x)
         probability = self.classifier.predict_proba(z)[:, 1]
-        contributions = self._contributions(z)
-        return Scored(
-            features,
-            probability,
-            probability >= self.threshold,
-            contributions,
-        )
+        return Scored(features, names, probability, probability >= self.threshold,
+                      self._contributions(z))
+
+
+def bundled_state(folder: Path | str) -> pl.DataFrame:
+    """The ``feature_state`` exported with a model."""
+    return pl.read_parquet(Path(folder) / STATE_FILE)
 
 
 def transactions_frame(rows: list[tuple]) -> pl.DataFrame:
