@@ -146,7 +146,7 @@ class FraudService:
 
     def _log(self, scored: Scored, scorer: Scorer) -> None:
         n = scored.height
-        self.log.append(scored.features.hstack([
+        self.log.append(scored.features.frame.hstack([
             pl.Series("fraud_probability", scored.probability),
             pl.Series("is_fraud", scored.is_fraud),
             pl.repeat(scorer.model_version, n, eager=True).alias("model_version"),

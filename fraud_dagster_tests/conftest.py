@@ -59,3 +59,37 @@ def run_ingest(defs, instance, first: dt.date, last: dt.date, run_config=None, t
 
 def read_partition(assets_dir: Path, asset: str, day: dt.date) -> pl.DataFrame:
     return pl.read_parquet(assets_dir / asset / f"{day.isoformat()}.parquet")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real ``redis-server`` on a free loopback port, without persistence; its URL."""
+    import shutil
+    import subprocess
+    import time
+
+    import redis
+
+    from fraud_dagster_tests.processes import free_port, stop_group
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: `apt-get install redis-server` (.ci/run does)")
+    port, folder = free_port(), tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(folder)],
+        stdout=(folder / "redis.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}".replace("http", "redis") + "/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((folder / "redis.log").read_text()) from None
+            time.sleep(0.05)
+    yield url
+    stop_group(process)

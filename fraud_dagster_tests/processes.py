@@ -1,14 +1,20 @@
 """Servers in subprocesses on loopback, for the serving tests and benchmark: a free port, waiting
 until ready, stopping the whole process group."""
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -33,13 +39,87 @@ def wait_ready(url: str, process: subprocess.Popen, timeout: float = 300,
     raise RuntimeError(f"{url} not ready after {timeout} s:\n{output()[-3000:]}")
 
 
+def _tree(process: subprocess.Popen) -> list[psutil.Process]:
+    """The process and its descendants: BentoML's workers run in sessions of their own, so a
+    signal to the process group does not reach them."""
+    try:
+        root = psutil.Process(process.pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL to the process and every descendant at once: what a power cut or the OOM killer
+    leaves (no shutdown hook runs anywhere)."""
+    tree = _tree(process)
+    for member in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    psutil.wait_procs(tree, timeout=30)
+    process.wait()
+
+
 def stop_group(process: subprocess.Popen, timeout: float = 120) -> None:
-    """SIGTERM to the process group (started with ``start_new_session=True``), then SIGKILL."""
+    """SIGTERM to the process group (started with ``start_new_session=True``), then SIGKILL to
+    whatever of its tree is left."""
     if process.poll() is not None:
         return
+    tree = _tree(process)
     os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        pass
+    _, alive = psutil.wait_procs(tree, timeout=10)
+    for member in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    process.wait()
+
+
+class BentoServer:
+    """``bentoml serve`` run in ``bento/`` on a free loopback port, in its own process group,
+    with its own ``BENTOML_HOME`` and data root."""
+
+    def __init__(self, bentoml_home: Path, data_dir: Path, log: Path, **env: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.env = {**os.environ, "BENTOML_HOME": str(bentoml_home),
+                    "FRAUD_DATA_DIR": str(data_dir), "BENTOML_DO_NOT_TRACK": "True", **env}
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> subprocess.Popen:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1",
+                 "--port", str(self.port)],
+                cwd=REPO / "bento", env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self.process
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        wait_ready(f"{self.url}/readyz", self.process, timeout, self.output)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_group(self.process)
+
+    def kill(self) -> None:
+        """SIGKILL to the server and its workers: no shutdown hook runs."""
+        kill_tree(self.process)
+
+    @contextlib.contextmanager
+    def running(self):
+        """Started and ready inside the block, stopped (its log written) after it."""
+        self.start()
+        try:
+            self.wait_ready()
+            yield self
+        finally:
+            self.stop()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")

@@ -22,7 +22,7 @@ from fraud_dagster.serving.api import (
 from fraud_dagster.serving.microbatch import MicroBatcher
 from fraud_dagster.serving.prediction_log import PredictionLog
 from fraud_dagster.serving.scoring import Scorer, save_model_dir
-from fraud_dagster.serving.store import MemoryStore
+from fraud_dagster.serving.store import Features, MemoryStore
 
 DAY = dt.date(2025, 2, 20)
 
@@ -50,6 +50,11 @@ def scorer_for(candidate: str, history, tmp_path, exact: bool = False) -> Scorer
     return Scorer.load(tmp_path, exact_contributions=exact)
 
 
+def as_features(transactions: pl.DataFrame, state: pl.DataFrame) -> Features:
+    return Features.from_frame(transactions.select(REQUIRED_COLUMNS),
+                               features_for_day(transactions, state))
+
+
 def store_for(state: pl.DataFrame) -> MemoryStore:
     store = MemoryStore()
     store.load_state(state)
@@ -63,32 +68,19 @@ def test_scores_come_back_in_request_order_with_the_batch_features(history, tmp_
     features, state_date = store_for(state).score_features(shuffled, feature_rows=16)
     scored = scorer.score(features)
     assert state_date == DAY - dt.timedelta(days=1)
-    assert scored.features["transaction_id"].to_list() == shuffled["transaction_id"].to_list()
+    assert features.frame["transaction_id"].to_list() == shuffled["transaction_id"].to_list()
     expected = features_for_day(day, state)
-    assert scored.features.sort("transaction_id").equals(expected.sort("transaction_id"))
-    direct = scorer.pipeline.predict_proba(scored.features.select(FEATURE_COLUMNS).to_numpy())
+    assert features.frame.sort("transaction_id").equals(expected.sort("transaction_id"))
+    direct = scorer.pipeline.predict_proba(features.frame.select(FEATURE_COLUMNS).to_numpy())
     assert np.array_equal(scored.probability, direct[:, 1])
     assert np.array_equal(scored.is_fraud, direct[:, 1] >= 0.5)
-
-
-@pytest.mark.parametrize("size", [1, 2, 7, 40])
-def test_transactions_scored_in_arrival_order_get_exactly_their_whole_day_features(history, size):
-    """One by one (plain Python) or in batches (polars), each sees the day's earlier ones."""
-    _, state, day = history
-    whole_day = features_for_day(day, state)
-    store = store_for(state)
-    rows = day.select(REQUIRED_COLUMNS)
-    served = pl.concat([store.score_features(rows.slice(i, size), feature_rows=16)[0]
-                        for i in range(0, day.height, size)])
-    assert served.equals(whole_day)
-    assert store.info().transactions_applied == day.height
 
 
 @pytest.mark.parametrize("exact", [False, True])
 def test_xgboost_contributions_are_its_own_and_add_up_to_the_log_odds(history, tmp_path, exact):
     scorer = scorer_for("xgboost+none", history, tmp_path, exact)
-    scored = scorer.score(features_for_day(history[2].head(50), history[1]))
-    x = xgboost.DMatrix(scored.features.select(FEATURE_COLUMNS).to_numpy())
+    scored = scorer.score(as_features(history[2].head(50), history[1]))
+    x = xgboost.DMatrix(scored.x)
     booster = scorer.classifier.get_booster()
     contribs = booster.predict(x, pred_contribs=True, approx_contribs=not exact)
     assert np.array_equal(scored.contributions, contribs[:, :-1])
@@ -102,8 +94,8 @@ def test_xgboost_contributions_are_its_own_and_add_up_to_the_log_odds(history, t
 
 def test_logistic_regression_contributions_add_up_to_its_log_odds(history, tmp_path):
     scorer = scorer_for("logistic_regression+undersample", history, tmp_path)
-    scored = scorer.score(features_for_day(history[2].head(50), history[1]))
-    x = scored.features.select(FEATURE_COLUMNS).to_numpy()
+    scored = scorer.score(as_features(history[2].head(50), history[1]))
+    x = scored.x
     log_odds = scorer.pipeline.decision_function(x)
     intercept = scorer.classifier.intercept_[0]
     assert np.allclose(scored.contributions.sum(axis=1) + intercept, log_odds, atol=1e-9)
@@ -112,7 +104,7 @@ def test_logistic_regression_contributions_add_up_to_its_log_odds(history, tmp_p
 
 def test_random_forest_says_contributions_are_unavailable(history, tmp_path):
     scorer = scorer_for("random_forest+none", history, tmp_path)
-    scored = scorer.score(features_for_day(history[2].head(5), history[1]))
+    scored = scorer.score(as_features(history[2].head(5), history[1]))
     assert scored.contributions is None
     assert scored.top_contributions().to_list() == [None] * 5
     assert scorer.contribution_note.startswith("unavailable: RandomForestClassifier")
@@ -210,7 +202,7 @@ def test_answers_as_rows_and_as_frames_are_the_same_json(history, tmp_path, cand
     from fraud_dagster.serving.api import prediction_rows, predictions_frame
 
     scorer = scorer_for(candidate, history, tmp_path)
-    scored = scorer.score(features_for_day(history[2].head(20), history[1]))
+    scored = scorer.score(as_features(history[2].head(20), history[1]))
     day = DAY - dt.timedelta(days=1)
     model = facts(scorer, day)
     for include_features in (False, True):
@@ -228,7 +220,7 @@ def test_response_bodies_keep_every_float_exactly(history, tmp_path):
 
     scorer = scorer_for("xgboost+none", history, tmp_path)
     day = DAY - dt.timedelta(days=1)
-    frame = predictions_frame(scorer.score(features_for_day(history[2].head(20), history[1])),
+    frame = predictions_frame(scorer.score(as_features(history[2].head(20), history[1])),
                               day, True)
     model = facts(scorer, day)
     batch = json.loads(batch_body(Answered(model, frame)))

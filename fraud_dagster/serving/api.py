@@ -207,7 +207,7 @@ Answer = pl.DataFrame | list[dict]
 
 def state_lag_days(scored: Scored, state_date) -> pl.Series:
     """``ScoredTransaction.state_lag_days`` of each row."""
-    days = scored.features.get_column("tx_datetime").dt.date()
+    days = scored.features.transactions.get_column("tx_datetime").dt.date()
     if state_date is None:
         return pl.repeat(0, scored.height, dtype=pl.Int64, eager=True).alias("state_lag_days")
     lag = (days - state_date).dt.total_days() - 1
@@ -219,7 +219,7 @@ def predictions_frame(scored: Scored, state_date, include_features: bool = False
     """One ``ScoredTransaction`` per row, as a frame (serialised by polars: a 10,000-row batch as
     pydantic models or dicts costs more than scoring it)."""
     frame = pl.DataFrame({
-        "transaction_id": scored.features["transaction_id"],
+        "transaction_id": scored.features.transactions["transaction_id"],
         "fraud_probability": scored.probability.astype(np.float64),
         "is_fraud": scored.is_fraud,
         "top_contributions": scored.top_contributions(),
@@ -235,20 +235,19 @@ def prediction_rows(scored: Scored, state_date, include_features: bool = False) 
         {"transaction_id": transaction_id, "fraud_probability": probability, "is_fraud": is_fraud,
          "top_contributions": top, "state_lag_days": lag}
         for transaction_id, probability, is_fraud, top, lag in zip(
-            scored.features["transaction_id"].to_list(),
+            scored.features.transactions["transaction_id"].to_list(),
             scored.probability.astype(np.float64).tolist(), scored.is_fraud.tolist(),
             scored.top_contribution_rows(), state_lag_days(scored, state_date).to_list())
     ]
     if include_features:
-        features = scored.features.select(scored.feature_names)
-        for row, values in zip(rows, features.iter_rows(named=True)):
-            row["features"] = values
+        for row, values in zip(rows, scored.x.tolist()):
+            row["features"] = dict(zip(scored.feature_names, values))
     return rows
 
 
 def features_struct(scored: Scored, start: int = 0, rows: int | None = None) -> pl.Series:
     """The ``features`` column of rows ``start``..``start + rows`` of an answer."""
-    return (scored.features.slice(start, rows).select(pl.struct(scored.feature_names))
+    return (scored.features.frame.slice(start, rows).select(pl.struct(scored.feature_names))
             .to_series().alias("features"))
 
 

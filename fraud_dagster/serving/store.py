@@ -26,6 +26,7 @@ import dataclasses
 import datetime as dt
 import threading
 
+import numpy as np
 import polars as pl
 
 from fraud_dagster.core.features import (
@@ -34,10 +35,16 @@ from fraud_dagster.core.features import (
     FEATURE_COLUMNS,
     KEY_COLUMNS,
     TERMINAL_STATE,
+    amount_cents,
     cents,
     features_for_day,
+    microseconds,
     online_features,
 )
+from fraud_dagster.core.schema import REQUIRED_COLUMNS
+
+_EVENT_SCHEMA = {"transaction_id": pl.Int64, "tx_datetime": pl.Datetime("us"),
+                 "customer_id": pl.Int64, "terminal_id": pl.Int64, "tx_cents": pl.Int64}
 
 _EPOCH_DAY = dt.date(1970, 1, 1)
 _DAY_US = 86_400 * 10**6
@@ -79,34 +86,55 @@ def state_day(state: pl.DataFrame) -> dt.date:
     return days[0]
 
 
-def check_days(transactions: pl.DataFrame, state_date: dt.date | None) -> None:
-    """Refuse transactions of the state's day or before (their day is in the state already)."""
-    if state_date is None:
-        return
-    days = transactions.get_column("tx_datetime").dt.date()
-    stale = (days <= state_date).arg_true().to_list()
-    if stale:
-        raise Refused(422, [{
-            "loc": ["transactions", i, "tx_datetime"], "type": "before_feature_state",
-            "msg": f"transaction {transactions['transaction_id'][i]} is of"
-                   f" {days[i].isoformat()}, on or before the day of the served feature state"
-                   f" ({state_date.isoformat()}): its features can no longer be computed",
-        } for i in stale])
-
-
-def duplicate_errors(transactions: pl.DataFrame, seen) -> list[dict]:
-    """409 errors for ids already applied (``seen(ids) -> set``) or repeated in the request."""
-    ids = transactions.get_column("transaction_id").to_list()
-    known = seen(ids)
-    errors, first = [], set()
-    for i, transaction_id in enumerate(ids):
-        if transaction_id in known or transaction_id in first:
-            errors.append({
+def refusal_of(rows: list[tuple], state_date: dt.date | None, seen) -> Refused | None:
+    """Why transactions (rows of ``REQUIRED_COLUMNS``) cannot be applied, or None: one of the
+    state's day or before (422), else an id already applied (``seen(id)``) or repeated (409)."""
+    stale, duplicates, first = [], [], set()
+    for i, (transaction_id, when, *_) in enumerate(rows):
+        if state_date is not None and when.date() <= state_date:
+            stale.append({
+                "loc": ["transactions", i, "tx_datetime"], "type": "before_feature_state",
+                "msg": f"transaction {transaction_id} is of {when.date().isoformat()}, on or"
+                       f" before the day of the served feature state ({state_date.isoformat()}):"
+                       " its features can no longer be computed",
+            })
+        elif seen(transaction_id) or transaction_id in first:
+            duplicates.append({
                 "loc": ["transactions", i, "transaction_id"], "type": "duplicate_transaction",
                 "msg": f"transaction {transaction_id} was already scored: it is not applied twice",
             })
         first.add(transaction_id)
-    return errors
+    if stale:
+        return Refused(422, stale)
+    return Refused(409, duplicates) if duplicates else None
+
+
+@dataclasses.dataclass
+class Features:
+    """Transactions' features as the store computed them, row for row in request order."""
+
+    transactions: pl.DataFrame
+    """``REQUIRED_COLUMNS`` of the scored transactions."""
+    values: np.ndarray
+    """rows x ``FEATURE_COLUMNS``, float64."""
+    _frame: pl.DataFrame | None = None
+
+    @property
+    def height(self) -> int:
+        return self.transactions.height
+
+    @property
+    def frame(self) -> pl.DataFrame:
+        """``KEY_COLUMNS`` and ``FEATURE_COLUMNS`` as a frame (built when first asked for: a
+        request of a few rows is scored in less time than polars takes to build it)."""
+        if self._frame is None:
+            values = pl.DataFrame(self.values, schema=list(FEATURE_COLUMNS), orient="row")
+            self._frame = self.transactions.select(KEY_COLUMNS).hstack(values)
+        return self._frame
+
+    @classmethod
+    def from_frame(cls, transactions: pl.DataFrame, frame: pl.DataFrame) -> Features:
+        return cls(transactions, frame.select(FEATURE_COLUMNS).to_numpy(), frame)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +169,7 @@ class FeatureStore(abc.ABC):
 
     @abc.abstractmethod
     def score_features(self, transactions: pl.DataFrame, feature_rows: int
-                       ) -> tuple[pl.DataFrame, dt.date | None]:
+                       ) -> tuple[Features, dt.date | None]:
         """Features of ``transactions`` (``REQUIRED_COLUMNS``, in request order) with the
         customers' earlier transactions, then apply them; and the state's day. Up to
         ``feature_rows`` rows are computed one by one in plain Python (``online_features``),
@@ -149,14 +177,6 @@ class FeatureStore(abc.ABC):
 
     @abc.abstractmethod
     def info(self) -> StoreInfo: ...
-
-
-_FEATURE_SCHEMA = {name: pl.Float64 for name in FEATURE_COLUMNS}
-
-
-def _features_frame(rows: list[list[float]], transactions: pl.DataFrame) -> pl.DataFrame:
-    values = pl.DataFrame(rows, schema=_FEATURE_SCHEMA, orient="row")
-    return transactions.select(KEY_COLUMNS).hstack(values)
 
 
 class MemoryStore(FeatureStore):
@@ -171,9 +191,20 @@ class MemoryStore(FeatureStore):
         self._customers: dict = {}
         self._terminals: dict = {}
         self._events: dict[int, list[tuple[int, int, int]]] = {}
-        self._journal: list[pl.DataFrame] = []  # EVENT_COLUMNS, days after state_date
+        # The transactions applied since the state's day, in arrival order: a frame, and the
+        # rows applied one by one since it was last built (a frame per request would cost more
+        # than scoring the request).
+        self._journal = pl.DataFrame(schema=_EVENT_SCHEMA)
+        self._pending: list[tuple] = []
         self._ids: set[int] = set()
         self._newest: int | None = None
+
+    def _journal_frame(self) -> pl.DataFrame:
+        if self._pending:
+            rows = pl.DataFrame(self._pending, schema=_EVENT_SCHEMA | {"tx_datetime": pl.Int64},
+                                orient="row").with_columns(pl.col("tx_datetime").cast(pl.Datetime("us")))
+            self._journal, self._pending = pl.concat([self._journal, rows]), []
+        return self._journal
 
     def load_state(self, state: pl.DataFrame) -> bool:
         day = state_day(state)
@@ -181,9 +212,7 @@ class MemoryStore(FeatureStore):
             return False
         customers, terminals, state_events = state_rows(state)
         with self._lock:
-            journal = (pl.concat(self._journal) if self._journal
-                       else pl.DataFrame(schema=state_events.schema))
-            journal = journal.filter(pl.col("tx_datetime").dt.date() > day)
+            journal = self._journal_frame().filter(pl.col("tx_datetime").dt.date() > day)
             events: dict[int, list] = {}
             for frame in (state_events, journal):
                 for _, micros, customer, terminal, amount in frame.with_columns(
@@ -191,17 +220,17 @@ class MemoryStore(FeatureStore):
                     events.setdefault(customer, []).append((micros, amount, terminal))
             self.state_date, self._state = day, state
             self._customers, self._terminals, self._events = customers, terminals, events
-            self._journal = [journal] if journal.height else []
+            self._journal = journal
             self._ids = set(journal.get_column("transaction_id").to_list())
         return True
 
-    def _apply(self, transactions: pl.DataFrame) -> None:
-        events = as_events(transactions)
-        self._journal.append(events)
-        self._ids.update(events.get_column("transaction_id").to_list())
-        for _, micros, customer, terminal, amount in events.with_columns(
-                pl.col("tx_datetime").dt.epoch("us")).iter_rows():
-            self._events.setdefault(customer, []).append((micros, amount, terminal))
+    def _apply(self, rows: list[tuple]) -> None:
+        """Apply transactions given as rows of ``REQUIRED_COLUMNS``."""
+        for transaction_id, when, customer, terminal, amount in rows:
+            micros, amount_in_cents = microseconds(when), amount_cents(amount)
+            self._pending.append((transaction_id, micros, customer, terminal, amount_in_cents))
+            self._ids.add(transaction_id)
+            self._events.setdefault(customer, []).append((micros, amount_in_cents, terminal))
             if self._newest is None or micros > self._newest:
                 self._newest = micros
 
@@ -211,41 +240,34 @@ class MemoryStore(FeatureStore):
                 ~pl.col("transaction_id").is_in(list(self._ids)))
             if self.state_date is not None:
                 fresh = fresh.filter(pl.col("tx_datetime").dt.date() > self.state_date)
-            if fresh.height:
-                self._apply(fresh)
+            self._apply(list(fresh.select(REQUIRED_COLUMNS).iter_rows()))
             return fresh.height
 
-    def _refuse(self, transactions: pl.DataFrame, pending: set[int]) -> None:
-        check_days(transactions, self.state_date)
-        errors = duplicate_errors(
-            transactions, lambda ids: {i for i in ids if i in self._ids or i in pending})
-        if errors:
-            raise Refused(409, errors)
-
     def refusal(self, transactions: pl.DataFrame, pending: set[int]) -> Refused | None:
+        rows = list(transactions.iter_rows())
         with self._lock:
-            try:
-                self._refuse(transactions, pending)
-            except Refused as refused:
-                return refused
-        return None
+            return refusal_of(rows, self.state_date,
+                              lambda i: i in self._ids or i in pending)
 
     def score_features(self, transactions: pl.DataFrame, feature_rows: int
-                       ) -> tuple[pl.DataFrame, dt.date | None]:
+                       ) -> tuple[Features, dt.date | None]:
+        rows = list(transactions.iter_rows())
         with self._lock:
-            self._refuse(transactions, set())
-            if transactions.height > feature_rows:
-                features = self._frame_features(transactions)
-                self._apply(transactions)
+            refused = refusal_of(rows, self.state_date, self._ids.__contains__)
+            if refused is not None:
+                raise refused
+            if len(rows) > feature_rows:
+                features = Features.from_frame(transactions, self._frame_features(transactions))
+                self._apply(rows)
                 return features, self.state_date
-            self._apply(transactions)
-            rows = [
+            self._apply(rows)
+            values = [
                 online_features(when, amount, self._customers.get(customer),
                                 self._terminals.get(terminal), self._events.get(customer, ()))
-                for _, when, customer, terminal, amount in transactions.iter_rows()
+                for _, when, customer, terminal, amount in rows
             ]
             state_date = self.state_date
-        return _features_frame(rows, transactions), state_date
+        return Features(transactions, np.array(values, dtype=np.float64)), state_date
 
     def _frame_features(self, transactions: pl.DataFrame) -> pl.DataFrame:
         customers = transactions.get_column("customer_id").unique().implode()
@@ -254,10 +276,7 @@ class MemoryStore(FeatureStore):
         state = self._state.filter(
             ((entity == "terminal") & pl.col("terminal_id").is_in(terminals))
             | ((entity != "terminal") & pl.col("customer_id").is_in(customers)))
-        if len(self._journal) > 1:
-            self._journal = [pl.concat(self._journal)]
-        earlier = (self._journal[0].filter(pl.col("customer_id").is_in(customers))
-                   if self._journal else None)
+        earlier = self._journal_frame().filter(pl.col("customer_id").is_in(customers))
         return features_for_day(transactions, state, earlier)
 
     def info(self) -> StoreInfo:
