@@ -7,7 +7,7 @@ Environment: ``BENTOML_HOME`` (BentoML's; the project's store is ``<data root>/b
 ``FRAUD_DATA_DIR`` (data root for the prediction log, default the project's ``data/``),
 ``FRAUD_MODEL_TAG`` (default ``fraud_model:latest``),
 ``FRAUD_API_TOKEN`` (unset: no token), ``FRAUD_MAX_BATCH_SIZE``, ``FRAUD_MAX_REQUEST_BYTES``,
-``FRAUD_PREDICTION_LOG_ROWS`` / ``FRAUD_PREDICTION_LOG_SECONDS`` (when the log is written),
+``FRAUD_PREDICTION_LOG_FSYNC`` (``1``: the prediction log is synced to disk on every append),
 ``FRAUD_CONTRIBUTIONS`` (``approximate``, the default, or ``exact`` TreeSHAP: 50x slower),
 ``POLARS_MAX_THREADS`` (default here 1).
 """
@@ -94,11 +94,8 @@ class FraudService:
 
     def __init__(self) -> None:
         self.scorer = Scorer.load(self.model.path, exact_contributions=EXACT_CONTRIBUTIONS)
-        self.log = PredictionLog(
-            DATA_DIR / "predictions",
-            max_rows=int(os.environ.get("FRAUD_PREDICTION_LOG_ROWS", "10000")),
-            max_seconds=float(os.environ.get("FRAUD_PREDICTION_LOG_SECONDS", "60")),
-        )
+        self.log = PredictionLog(DATA_DIR / "predictions",
+                                 fsync=os.environ.get("FRAUD_PREDICTION_LOG_FSYNC") == "1")
         self.batcher = MicroBatcher(
             lambda jobs: answer_jobs(self.scorer, jobs, on_scored=self._log),
             rows=lambda job: job.rows, max_rows=MAX_BATCH_SIZE)
@@ -115,6 +112,8 @@ class FraudService:
         gc.freeze()
 
     def _log(self, scored: Scored) -> None:
+        """Called in the scoring thread before the answers exist: a prediction is only handed
+        back once its row is written, and a failed write fails the requests (500)."""
         n = scored.height
         self.log.append(scored.features.hstack([
             pl.Series("fraud_probability", scored.probability),
