@@ -11,6 +11,7 @@ default the project's ``data/``), ``FRAUD_MODEL_TAG`` (default ``fraud_model:lat
 ``FRAUD_ONLINE_STORE`` (``memory``, the default, or ``redis``), ``FRAUD_REDIS_URL``,
 ``FRAUD_WORKERS`` (default 1; more need ``redis``), ``FRAUD_RELOAD_SECONDS`` (default 10),
 ``FRAUD_API_TOKEN`` (unset: no token), ``FRAUD_MAX_BATCH_SIZE``, ``FRAUD_MAX_REQUEST_BYTES``,
+``FRAUD_PREDICTION_LOG_FSYNC`` (``1``: the prediction log is synced to disk on every append),
 ``FRAUD_CONTRIBUTIONS`` (``approximate``, the default, or ``exact`` TreeSHAP: 50x slower),
 ``POLARS_MAX_THREADS`` (default here 1).
 """
@@ -116,7 +117,8 @@ class FraudService:
         if STORE == "memory" and worker > 1:
             raise SystemExit("fraud_service: more than one worker with FRAUD_ONLINE_STORE=memory;"
                              " set FRAUD_ONLINE_STORE=redis (see bento/README.md)")
-        self.log = PredictionLog(DATA_DIR / "predictions")
+        self.log = PredictionLog(DATA_DIR / "predictions",
+                                 fsync=os.environ.get("FRAUD_PREDICTION_LOG_FSYNC") == "1")
         self.live = Live(
             open_store(STORE, os.environ.get("FRAUD_REDIS_URL")),
             state_dir=DATA_DIR / "assets" / "feature_state",
@@ -145,6 +147,8 @@ class FraudService:
                            on_scored=lambda scored: self._log(scored, model.scorer))
 
     def _log(self, scored: Scored, scorer: Scorer) -> None:
+        """Called in the scoring thread before the answers exist: a prediction is only handed
+        back once its row is written, and a failed write fails the requests (500)."""
         n = scored.height
         self.log.append(scored.features.frame.hstack([
             pl.Series("fraud_probability", scored.probability),

@@ -1,13 +1,18 @@
 import datetime as dt
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
+import redis
 
 from fraud_dagster.definitions import local_resources, make_definitions
 from fraud_dagster.partitions import partition_range_tags
 from fraud_dagster.resources import LandingSource, SimulatorSource
+from fraud_dagster_tests.processes import free_port
 
 # Small populations keep runs quick; the behaviour under test does not depend on size.
 SMALL_SIMULATOR = dict(n_customers=500, n_terminals=1_000, drift_start="2025-03-01")
@@ -63,33 +68,40 @@ def read_partition(assets_dir: Path, asset: str, day: dt.date) -> pl.DataFrame:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
-    """A real ``redis-server`` on a free loopback port, without persistence; its URL."""
-    import shutil
-    import subprocess
-    import time
+    """A real ``redis-server`` on a free loopback port, nothing persisted; yields its URL.
 
-    import redis
-
-    from fraud_dagster_tests.processes import free_port, stop_group
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: `apt-get install redis-server` (.ci/run does)")
-    port, folder = free_port(), tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(folder)],
-        stdout=(folder / "redis.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}".replace("http", "redis") + "/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 30
-    while True:
+    Debian's ``redis-server`` package provides it (``.ci/run`` installs it when it is missing).
+    """
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail("redis-server is not on the PATH: install Debian's redis-server package"
+                    " (apt-get install redis-server; .ci/run does)")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    with (folder / "redis.log").open("wb") as log:
+        process = subprocess.Popen(
+            [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(folder)],
+            stdout=log, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, socket_timeout=1)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not answer PING on port {port}:\n"
+                                       + (folder / "redis.log").read_text()[-3000:]) from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        client.close()
+        process.terminate()
         try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((folder / "redis.log").read_text()) from None
-            time.sleep(0.05)
-    yield url
-    stop_group(process)
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

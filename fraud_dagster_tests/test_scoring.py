@@ -1,4 +1,5 @@
-"""Scoring, micro-batching and the prediction log, without a server: the service's pure parts."""
+"""Scoring, micro-batching and reading requests, without a server: the service's pure parts
+(the prediction log has its own tests, test_prediction_log.py)."""
 
 import asyncio
 import datetime as dt
@@ -20,7 +21,6 @@ from fraud_dagster.core.training import CandidateSettings, make_pipeline
 from fraud_dagster.serving.api import (
     Answered, ScoringJob, answer_jobs, batch_body, facts, prediction_body)
 from fraud_dagster.serving.microbatch import MicroBatcher
-from fraud_dagster.serving.prediction_log import PredictionLog
 from fraud_dagster.serving.scoring import Scorer, save_model_dir
 from fraud_dagster.serving.store import Features, MemoryStore
 
@@ -228,41 +228,6 @@ def test_response_bodies_keep_every_float_exactly(history, tmp_path):
     assert {k: batch[k] for k in model} == model
     single = json.loads(prediction_body(Answered(model, frame.head(1).drop("features"))))
     assert single == {**model, **frame.head(1).drop("features").to_dicts()[0]}
-
-
-def served_rows(day: dt.date, n: int, start: int = 0) -> pl.DataFrame:
-    return pl.DataFrame({
-        "transaction_id": list(range(start, start + n)),
-        "tx_datetime": [dt.datetime.combine(day, dt.time(12))] * n,
-        "fraud_probability": [0.5] * n,
-    })
-
-
-def test_the_log_is_written_when_full_when_old_and_at_close_one_file_per_day(tmp_path):
-    log = PredictionLog(tmp_path, max_rows=10, max_seconds=3600)
-    log.append(served_rows(DAY, 4))
-    assert not list(tmp_path.rglob("*.parquet"))
-    log.append(pl.concat([served_rows(DAY, 3, 4), served_rows(DAY + dt.timedelta(days=1), 3, 7)]))
-    deadline = time.monotonic() + 30
-    while len(list(tmp_path.rglob("*.parquet"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert sorted(p.parent.name for p in tmp_path.rglob("*.parquet")) == [
-        DAY.isoformat(), (DAY + dt.timedelta(days=1)).isoformat()]
-    log.append(served_rows(DAY, 1, 10))
-    [last] = log.close()
-    assert pl.read_parquet(last)["transaction_id"].to_list() == [10]
-    everything = pl.concat(pl.read_parquet(p) for p in tmp_path.rglob("*.parquet"))
-    assert sorted(everything["transaction_id"].to_list()) == list(range(11))
-
-
-def test_the_log_is_written_once_its_oldest_row_is_max_seconds_old(tmp_path):
-    log = PredictionLog(tmp_path, max_rows=1_000, max_seconds=0.2)
-    log.append(served_rows(DAY, 2))
-    deadline = time.monotonic() + 30
-    while not list(tmp_path.rglob("*.parquet")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(list(tmp_path.rglob("*.parquet"))) == 1
-    assert log.close() == []
 
 
 def test_the_serving_package_imports_neither_dagster_nor_bentoml():

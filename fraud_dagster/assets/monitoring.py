@@ -31,10 +31,10 @@ prediction_log = dg.AssetSpec(
     group_name="serving",
     partitions_def=daily_partitions,
     deps=[dg.AssetKey("bento_model")],
-    kinds={"bentoml", "parquet"},
+    kinds={"bentoml", "arrow"},
     description="What bento/service.py served: each transaction's features, probability, decision"
-    " and model version, under <data root>/predictions/<transaction day>/. Written by the service,"
-    " not by Dagster.",
+    " and model version, under <data root>/predictions/<transaction day>/ (Arrow IPC streams)."
+    " Written by the service before it answers, not by Dagster.",
 )
 
 

@@ -1,101 +1,209 @@
-"""Served transactions and their scores, appended under the data root for drift on real traffic.
+"""Served transactions and their scores, appended under the data root: for drift on real traffic,
+and for the online feature store to replay at start-up what was served since its snapshot.
 
-Rows are buffered in memory and written as ``<folder>/<transaction day>/<uuid>.parquet`` when the
-buffer reaches ``max_rows``, when its oldest row is ``max_seconds`` old, and on ``close``. Each file
-is written under a temporary name and renamed, so a reader never sees half a file. Nothing here
-knows about BentoML.
+The log is synchronous and append-only. ``PredictionLog.append`` writes its rows before it
+returns, as one Arrow IPC record batch appended to an Arrow IPC *stream* file per process and
+transaction day, ``<folder>/<YYYY-MM-DD>/<opened at>-<pid>-<uuid>.arrows``, and flushes it to the
+operating system: once ``append`` has returned, the rows survive the process being killed
+(``kill -9``), and any other process reads them. With ``fsync=True`` every append is also synced
+to the disk, so that the rows survive a power cut too, at a price (see bento/README.md).
+
+A process killed in the middle of an append leaves a *torn* batch at the end of its file; the
+readers (``read_day``, ``read_since``) return every complete batch and ignore a torn tail. A file
+is only ever written by the ``PredictionLog`` that created it, so no writer appends after a torn
+batch: a new log, or a log whose write failed, opens a new file.
+
+Days are taken from ``tx_datetime`` by polars and stay text, never Python ``date`` objects: polars
+holds timestamps that Python cannot (year 0, which ``/predict_batch`` accepts), and no validated
+timestamp may stop the log. Nothing here knows about BentoML.
 """
 
 from __future__ import annotations
 
-import logging
+import contextlib
+import datetime as dt
+import os
+import re
 import threading
-import time
 import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
+import pyarrow as pa
 
-logger = logging.getLogger(__name__)
+SUFFIX = ".arrows"
+LEGACY_SUFFIX = ".parquet"
+"""Written whole by the log before this one (buffered rows, one file per write)."""
+MAX_OPEN_DAYS = 8
+"""Files kept open at once: a batch may span many days (a replayed history), and each day is a
+file. Past this many, the file used least recently is closed; a later row of its day opens a new
+one."""
+_DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+@dataclass
+class _DayFile:
+    file: BinaryIO
+    schema: pa.Schema
+    writer: pa.ipc.RecordBatchStreamWriter
+
+    def close(self) -> None:
+        try:
+            self.writer.close()  # the end-of-stream marker
+        finally:
+            self.file.close()
 
 
 class PredictionLog:
-    def __init__(self, folder: Path, max_rows: int = 10_000, max_seconds: float = 60.0):
+    """Appends scored rows (at least ``tx_datetime``) under ``folder``, one file per process and
+    transaction day. Thread-safe: appends are serialised by a lock."""
+
+    def __init__(self, folder: Path, fsync: bool = False):
         self.folder = Path(folder)
-        self.max_rows = max_rows
-        self.max_seconds = max_seconds
-        self._frames: list[pl.DataFrame] = []
-        self._rows = 0
-        self._oldest: float | None = None
+        self.fsync = fsync
+        self._files: OrderedDict[str, _DayFile] = OrderedDict()
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._closed = threading.Event()
-        self._writer = threading.Thread(target=self._write_when_due, name="prediction-log",
-                                        daemon=True)
-        self._writer.start()
 
     def append(self, frame: pl.DataFrame) -> None:
-        """Buffer rows with at least ``tx_datetime``; the writer thread writes them."""
-        with self._lock:
-            self._frames.append(frame)
-            self._rows += frame.height
-            if self._oldest is None:
-                self._oldest = time.monotonic()
-            full = self._rows >= self.max_rows
-        if full:
-            self._wake.set()
+        """Write ``frame``'s rows, each under its transaction day, before returning.
 
-    def _write_when_due(self) -> None:
-        while not self._closed.is_set():
-            with self._lock:
-                age = None if self._oldest is None else time.monotonic() - self._oldest
-            if age is None:
-                timeout = self.max_seconds
-            else:
-                timeout = max(self.max_seconds - age, 0.0)
-            self._wake.wait(timeout)
-            self._wake.clear()
-            with self._lock:
-                old = (self._oldest is not None
-                       and time.monotonic() - self._oldest >= self.max_seconds)
-                due = self._rows >= self.max_rows or old
-            if due and not self._closed.is_set():
-                try:
-                    self.flush()
-                except OSError:
-                    logger.exception("could not write the prediction log under %s", self.folder)
-
-    def flush(self) -> list[Path]:
-        """Write the buffered rows now; returns the files written."""
+        Raises whatever the file system raises (``OSError``: disk full, folder not writable) and
+        the caller must let it fail the request: a prediction whose row is not logged must not be
+        acknowledged (the service then answers 500 for that request alone). The day's file is
+        abandoned and the next append opens a new one. A frame of several days is written day by
+        day: a failure on a later day leaves the earlier days' rows logged, and the micro-batcher,
+        scoring each request of a failed batch again alone, may log them twice. At least once,
+        never lost.
+        """
+        if frame.height == 0:
+            return
+        days = frame.select(pl.col("tx_datetime").dt.strftime("%Y-%m-%d")).to_series()
+        if days.n_unique() == 1:
+            parts = {days[0]: frame}
+        else:
+            parts = {key: part for (key,), part in frame.with_columns(days.alias("_day"))
+                     .partition_by("_day", as_dict=True, include_key=False).items()}
         with self._lock:
-            frames, self._frames, self._rows, self._oldest = self._frames, [], 0, None
-        if not frames:
-            return []
-        rows = pl.concat(frames, how="vertical_relaxed")
-        written = []
-        days = rows.with_columns(pl.col("tx_datetime").dt.date().alias("_day"))
-        for (day,), part in days.partition_by("_day", as_dict=True, include_key=False).items():
-            folder = self.folder / day.isoformat()
+            for day, part in parts.items():
+                self._write(day, _record_batch(part))
+
+    def _write(self, day: str, batch: pa.RecordBatch) -> None:
+        day_file = self._files.get(day)
+        if day_file is not None and day_file.schema != batch.schema:
+            self._close(day)  # another model's columns: a new file, each file has one schema
+            day_file = None
+        try:
+            if day_file is None:
+                day_file = self._open(day, batch.schema)
+            day_file.writer.write_batch(batch)
+            day_file.file.flush()
+            if self.fsync:
+                os.fsync(day_file.file.fileno())
+        except BaseException:
+            self._abandon(day)
+            raise
+        self._files.move_to_end(day)
+
+    def _open(self, day: str, schema: pa.Schema) -> _DayFile:
+        while len(self._files) >= MAX_OPEN_DAYS:
+            self._close(next(iter(self._files)))
+        folder = self.folder / day
+        if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{uuid.uuid4().hex}.parquet"
-            tmp = folder / f".{path.name}.tmp"
-            part.write_parquet(tmp)
-            tmp.rename(path)
-            written.append(path)
-        return written
+            if self.fsync:
+                _sync_folder(self.folder)
+        opened = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        file = (folder / f"{opened}-{os.getpid()}-{uuid.uuid4().hex}{SUFFIX}").open("xb")
+        try:
+            if self.fsync:
+                _sync_folder(folder)
+            day_file = self._files[day] = _DayFile(file, schema,
+                                                        pa.ipc.new_stream(file, schema))
+        except BaseException:
+            file.close()
+            raise
+        return day_file
 
-    def close(self) -> list[Path]:
-        """Stop the writer thread and write what is buffered."""
-        self._closed.set()
-        self._wake.set()
-        self._writer.join()
-        return self.flush()
+    def _close(self, day: str) -> None:
+        self._files.pop(day).close()
+
+    def _abandon(self, day: str) -> None:
+        """Drop a file a write failed on: its tail may be torn, nothing is appended after it."""
+        day_file = self._files.pop(day, None)
+        if day_file is not None:
+            with contextlib.suppress(Exception):
+                day_file.close()
+
+    def close(self) -> None:
+        """Close every file (each gets its end-of-stream marker)."""
+        with self._lock:
+            while self._files:
+                self._close(next(iter(self._files)))
 
 
-def read_day(folder: Path, day) -> pl.DataFrame | None:
-    """Every row logged for transactions of ``day`` (files written whole, temporary ones
-    skipped), or None when nothing was served for that day."""
-    files = sorted((Path(folder) / day.isoformat()).glob("*.parquet"))
-    if not files:
+def _record_batch(frame: pl.DataFrame) -> pa.RecordBatch:
+    """``frame`` as one record batch, through the Arrow C stream: a fifth of ``to_arrow``'s cost
+    for a request's row (30 columns: 34 against 150 us)."""
+    table = pa.RecordBatchReader.from_stream(frame).read_all()
+    return table.combine_chunks().to_batches()[0]
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a new entry of ``folder`` (a file, a day folder) durable, as fsync does a file's
+    content."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def read_day(folder: Path, day: dt.date) -> pl.DataFrame | None:
+    """Every row logged for transactions of ``day``: each complete record batch of its stream
+    files (a torn tail ignored) and the older log's parquet files; None when nothing was served
+    for that day."""
+    return _read_day_folder(Path(folder) / day.isoformat())
+
+
+def read_since(folder: Path, after: dt.date) -> pl.DataFrame | None:
+    """Every row logged for the days strictly after ``after``, day by day: what the online store
+    replays on top of its snapshot of the end of ``after``. None when there is none."""
+    root = Path(folder)
+    if not root.is_dir():
         return None
-    return pl.concat([pl.read_parquet(path) for path in files], how="vertical_relaxed")
+    days = sorted(path for path in root.iterdir()
+                  if path.is_dir() and _DAY_FOLDER.fullmatch(path.name)
+                  and path.name > after.isoformat())
+    frames = [frame for day in days if (frame := _read_day_folder(day)) is not None]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else None
+
+
+def _read_day_folder(folder: Path) -> pl.DataFrame | None:
+    files = sorted(folder.glob(f"*{SUFFIX}")) + sorted(folder.glob(f"*{LEGACY_SUFFIX}"))
+    frames = [frame for path in files if (frame := _read_file(path)).height]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else None
+
+
+def _read_file(path: Path) -> pl.DataFrame:
+    if path.suffix == LEGACY_SUFFIX:
+        return pl.read_parquet(path)
+    return pl.from_arrow(_complete_batches(path))
+
+
+def _complete_batches(path: Path) -> pa.Table:
+    """The record batches of a stream file up to the first one not written whole (a process
+    killed mid-append, or a writer still appending). The file is mapped, not read through a
+    stream, so that what the reader raises is about its content: a torn message."""
+    with pa.memory_map(str(path)) as source:
+        try:
+            reader = pa.ipc.open_stream(source)
+        except (pa.ArrowInvalid, OSError):  # not even the schema was written whole
+            return pa.table({})
+        batches = []
+        with contextlib.suppress(pa.ArrowInvalid, OSError):
+            for batch in reader:
+                batches.append(batch)
+        return pa.Table.from_batches(batches, reader.schema)
