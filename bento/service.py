@@ -10,6 +10,7 @@ Environment: ``BENTOML_HOME`` (BentoML's; the project's store is ``<data root>/b
 default the project's ``data/``), ``FRAUD_MODEL_TAG`` (default ``fraud_model:latest``),
 ``FRAUD_ONLINE_STORE`` (``memory``, the default, or ``redis``), ``FRAUD_REDIS_URL``,
 ``FRAUD_WORKERS`` (default 1; more need ``redis``), ``FRAUD_RELOAD_SECONDS`` (default 10),
+``FRAUD_FEATURE_STATE_DIR`` (default ``<data root>/assets/feature_state``),
 ``FRAUD_API_TOKEN`` (unset: no token), ``FRAUD_MAX_BATCH_SIZE``, ``FRAUD_MAX_REQUEST_BYTES``,
 ``FRAUD_PREDICTION_LOG_FSYNC`` (``1``: the prediction log is synced to disk on every append),
 ``FRAUD_CONTRIBUTIONS`` (``approximate``, the default, or ``exact`` TreeSHAP: 50x slower),
@@ -121,7 +122,8 @@ class FraudService:
                                  fsync=os.environ.get("FRAUD_PREDICTION_LOG_FSYNC") == "1")
         self.live = Live(
             open_store(STORE, os.environ.get("FRAUD_REDIS_URL")),
-            state_dir=DATA_DIR / "assets" / "feature_state",
+            state_dir=Path(os.environ.get("FRAUD_FEATURE_STATE_DIR")
+                           or DATA_DIR / "assets" / "feature_state"),
             journal_dir=DATA_DIR / "predictions",
             newest_model=newest_model,
             load_scorer=lambda path: Scorer.load(path, exact_contributions=EXACT_CONTRIBUTIONS),

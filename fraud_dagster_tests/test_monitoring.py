@@ -5,7 +5,6 @@ import datetime as dt
 import json
 
 import dagster as dg
-import polars as pl
 import pytest
 
 from fraud_dagster import registry

@@ -14,7 +14,7 @@ import pytest
 import xgboost
 
 from fraud_dagster.core.features import (
-    FEATURE_COLUMNS, KEY_COLUMNS, batch_features, features_for_day)
+    FEATURE_COLUMNS, batch_features, features_for_day)
 from fraud_dagster.core.schema import REQUIRED_COLUMNS
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
 from fraud_dagster.core.training import CandidateSettings, make_pipeline

@@ -12,7 +12,7 @@ from fraud_dagster.definitions import local_resources, make_definitions
 from fraud_dagster.io_managers import PolarsParquetIOManager
 from fraud_dagster.partitions import daily_partitions, partition_range_tags
 from fraud_dagster.resources import LandingSource
-from fraud_dagster_tests.conftest import SMALL_SIMULATOR, read_partition, run_ingest
+from fraud_dagster_tests.conftest import read_partition, run_ingest
 from fraud_dagster_tests.landing_files import handbook_frame
 
 FIRST, LAST = dt.date(2025, 1, 6), dt.date(2025, 1, 10)

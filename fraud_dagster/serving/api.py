@@ -15,6 +15,7 @@ the field.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import io
 import json
 import os
@@ -34,6 +35,9 @@ from fraud_dagster.serving.store import FeatureStore, Refused
 MAX_BATCH_SIZE = int(os.environ.get("FRAUD_MAX_BATCH_SIZE", "10000"))
 """Most transactions one ``/predict_batch`` request may carry (``FRAUD_MAX_BATCH_SIZE``)."""
 _INT64_MAX = 2**63 - 1
+EARLIEST, LATEST = dt.datetime(1970, 1, 1), dt.datetime(2100, 1, 1)
+"""Timestamps a request may carry, on both endpoints: a card transaction outside them is a
+client's bug (year 0000 would not even fit Python's ``datetime``)."""
 
 Id = Annotated[int, Field(ge=0, le=_INT64_MAX)]
 
@@ -45,7 +49,9 @@ class Transaction(BaseModel):
 
     transaction_id: Id = Field(description="Non-negative integer, echoed in the prediction.")
     tx_datetime: NaiveDatetime = Field(
-        description="Local time without a time zone, ISO 8601: 2025-03-15T14:03:07."
+        ge=EARLIEST, lt=LATEST,
+        description="Local time without a time zone, ISO 8601: 2025-03-15T14:03:07; from"
+        f" {EARLIEST.date()} to before {LATEST.date()}.",
     )
     customer_id: Id = Field(description="Non-negative integer; unknown customers have no history.")
     terminal_id: Id = Field(description="Non-negative integer; unknown terminals have no history.")
@@ -173,6 +179,8 @@ def _plain_batch(body: bytes) -> tuple[pl.DataFrame, bool] | None:
     try:
         parsed = stamps.str.strptime(REQUEST_DTYPES["tx_datetime"], "%Y-%m-%dT%H:%M:%S%.f")
     except pl.exceptions.PolarsError:  # a day that does not exist
+        return None
+    if not parsed.is_between(EARLIEST, LATEST, closed="left").all():
         return None
     frame = pl.DataFrame(columns, schema={k: v for k, v in REQUEST_DTYPES.items() if k in columns})
     return frame.insert_column(1, parsed), batch.include_features
