@@ -233,7 +233,9 @@ def test_response_bodies_keep_every_float_exactly(history, tmp_path):
 def test_the_serving_package_imports_neither_dagster_nor_bentoml():
     """The service's runtime is plain Python: BentoML wires it in, a plain FastAPI app can too."""
     probe = ("import sys, fraud_dagster.serving.api, fraud_dagster.serving.microbatch,"
-             " fraud_dagster.serving.prediction_log, fraud_dagster.serving.scoring;"
+             " fraud_dagster.serving.prediction_log, fraud_dagster.serving.scoring,"
+             " fraud_dagster.serving.store, fraud_dagster.serving.redis_store,"
+             " fraud_dagster.serving.live;"
              " print(sorted({m.split('.')[0] for m in sys.modules} & {'dagster', 'bentoml'}))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
