@@ -56,7 +56,7 @@ from fraud_dagster.serving.live import Live  # noqa: E402
 from fraud_dagster.serving.microbatch import MicroBatcher  # noqa: E402
 from fraud_dagster.serving.prediction_log import PredictionLog  # noqa: E402
 from fraud_dagster.serving.scoring import Scored, Scorer, transactions_frame  # noqa: E402
-from fraud_dagster.serving.store import Refused, open_store  # noqa: E402
+from fraud_dagster.serving.store import STORES, Refused, open_store  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("FRAUD_DATA_DIR") or Path(__file__).resolve().parents[1] / "data")
 MODEL_TAG = os.environ.get("FRAUD_MODEL_TAG", "fraud_model:latest")
@@ -70,6 +70,12 @@ except bentoml.exceptions.NotFound:
         f" {os.environ.get('BENTOML_HOME', '~/bentoml')}/models. Materialise the bento_model asset"
         " (retrain_job) first, and set BENTOML_HOME to the project's (<data root>/bentoml)."
     ) from None
+if STORE not in STORES:
+    raise SystemExit(f"fraud_service: FRAUD_ONLINE_STORE must be one of {', '.join(STORES)},"
+                     f" not {STORE!r}")
+if STORE == "redis" and not os.environ.get("FRAUD_REDIS_URL"):
+    raise SystemExit("fraud_service: FRAUD_ONLINE_STORE=redis needs FRAUD_REDIS_URL"
+                     " (redis://host:port/db)")
 if STORE == "memory" and WORKERS > 1:
     raise SystemExit(
         f"fraud_service: FRAUD_WORKERS={WORKERS} with FRAUD_ONLINE_STORE=memory: each worker would"

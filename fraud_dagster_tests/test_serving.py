@@ -544,6 +544,23 @@ def test_a_missing_model_store_stops_start_up_with_a_clear_message(tmp_path):
     assert "bento_model" in output and "BENTOML_HOME" in output
 
 
+@pytest.mark.parametrize("env, message", [
+    ({"FRAUD_WORKERS": "2"}, "FRAUD_WORKERS=2 with FRAUD_ONLINE_STORE=memory"),
+    ({"FRAUD_ONLINE_STORE": "sqlite"}, "FRAUD_ONLINE_STORE must be one of memory, redis"),
+    ({"FRAUD_ONLINE_STORE": "redis"}, "FRAUD_ONLINE_STORE=redis needs FRAUD_REDIS_URL"),
+])
+def test_a_store_setting_that_cannot_work_stops_start_up_saying_why(project, tmp_path, env,
+                                                                     message):
+    served = BentoServer(project.bentoml_home, tmp_path / "data", tmp_path / "server.log", **env)
+    process = served.start()
+    try:
+        process.wait(timeout=300)
+    finally:
+        served.stop()
+    assert process.returncode != 0
+    assert message in served.output()
+
+
 # Re-export only on promotion
 
 def test_an_empty_feature_state_is_refused_and_the_store_is_left_as_it_was(project, tmp_path):
