@@ -105,7 +105,9 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
     run_requests = []
     for start, end in contiguous_ranges([d.day for d in takes]):
         batch = sorted((d for d in takes if start <= d.day <= end), key=lambda d: d.name)
-        run_key = f"landing-{start}-{end}-{_digest([d.key for d in batch])}"
+        # From content (a corrected file is a new delivery) and signature (touching a file whose
+        # run failed asks for a new run; an unchanged file is never requested twice).
+        run_key = f"landing-{start}-{end}-{_digest([f'{d.key}:{d.signature}' for d in batch])}"
         run_requests.append(dg.RunRequest(
             run_key=run_key,
             job_name=ingest_job.name,
@@ -123,7 +125,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
             if d.ignored_columns:
                 context.log.info(f"{d.name}: ignored columns {', '.join(d.ignored_columns)}")
     if others:
-        run_key = f"landing-rejects-{_digest([d.key for d in others])}"
+        run_key = f"landing-rejects-{_digest([f'{d.key}:{d.signature}' for d in others])}"
         run_requests.append(dg.RunRequest(
             run_key=run_key,
             job_name=landing_rejections_job.name,

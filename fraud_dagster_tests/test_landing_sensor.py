@@ -348,12 +348,34 @@ def test_an_ingest_run_that_fails_leaves_its_files_in_place(
     (request,) = daemon.tick()
     assert not daemon.results[-1].success
     assert path.exists()
-    assert daemon.tick() == []  # not retried on its own: the failure is alerted, re-execute it
-    ok = Daemon(make_definitions(resources), instance, landing_dir)
-    ok.defs.resolve_job_def("ingest_job").execute_in_process(
+    assert daemon.tick() == []  # not retried on its own: the failure is alerted
+    # Re-executing the failed run (same config) takes the file...
+    fixed = make_definitions(resources)
+    again = fixed.resolve_job_def("ingest_job").execute_in_process(
         instance=instance, run_config=request.run_config, tags=request.tags
     )
-    assert not path.exists()
+    assert again.success and not path.exists()
+    assert read_partition(assets_dir, "raw_transactions", DAY).height == 10
+
+
+def test_touching_a_file_whose_run_failed_asks_for_a_new_run(landing_dir, instance, data_dir, assets_dir):
+    from fraud_dagster.definitions import local_resources, make_definitions
+
+    resources = local_resources(data_dir, LandingSource(landing_dir=str(landing_dir)))
+    daemon = Daemon(make_definitions(resources), instance, landing_dir)
+    path = write_handbook_csv(landing_dir, DAY, n=10)
+    settle(path)
+    result, _ = daemon.evaluate()
+    (request,) = requests_of(result)
+    daemon.cursor = result.cursor
+    instance.report_run_failed(instance.create_run_for_job(
+        daemon.defs.resolve_job_def("ingest_job"), run_config=request.run_config,
+        tags={**request.tags, "dagster/run_key": request.run_key}))
+    assert daemon.tick() == []
+    settle(path, seconds=100)  # touch
+    (retry,) = daemon.tick()
+    assert retry.run_key != request.run_key
+    assert daemon.results[-1].success and not path.exists()
     assert read_partition(assets_dir, "raw_transactions", DAY).height == 10
 
 
