@@ -68,7 +68,8 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
     """Only decides: the runs it requests move the files (an ingest run after the rows are stored).
 
     The cursor remembers the files already requested (name, signature, run key, day), so a file is
-    requested once; a file whose day has a run still in flight waits, so two runs never write one
+    requested once, and the signatures of files not settled yet, so a recently modified file is
+    taken only when a second tick finds it unchanged; a file whose day has a run still in flight waits, so two runs never write one
     day at once. A failed run leaves its files where they are: re-execute it (its run failure is
     alerted)."""
     if not isinstance(transaction_source, LandingSource):
@@ -87,13 +88,16 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
     }
     first, last = _partition_range()
     now = time.time()
-    decisions, settling = [], []
+    seen_before: dict[str, str] = state.get("seen", {})
+    decisions, settling, seen = [], [], {}
     for name, entry in entries.items():
         if name in requested:
             continue
-        decision = folder.decide(entry, now, transaction_source.settle_seconds, first, last)
+        decision = folder.decide(entry, now, transaction_source.settle_seconds, first, last,
+                                 seen_unchanged=seen_before.get(name) == entry.signature)
         if decision is None:
             settling.append(name)
+            seen[name] = entry.signature
         else:
             decisions.append(decision)
     decisions = folder.without_repeats(decisions)
@@ -140,15 +144,16 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
             requested[d.name] = {"sig": d.signature, "run_key": run_key, "day": None}
             context.log.warning(f"{d.action}: {d.name}: {d.reason}")
 
-    cursor = json.dumps({"v": LANDING_STATE_VERSION, "requested": requested}, sort_keys=True)
+    cursor = json.dumps({"v": LANDING_STATE_VERSION, "requested": requested, "seen": seen},
+                        sort_keys=True)
     if run_requests:
         return dg.SensorResult(run_requests=run_requests, cursor=cursor)
     notes = []
     if waiting:
         notes.append(f"waiting for the runs in flight on their days: {', '.join(d.name for d in waiting)}")
     if settling:
-        notes.append(f"not settled yet (modified in the last {transaction_source.settle_seconds:g} s,"
-                     f" or a temporary name): {', '.join(settling)}")
+        notes.append("not settled yet (modified too recently to be sure it is complete, or a"
+                     f" temporary name): {', '.join(settling)}")
     return dg.SensorResult(
         skip_reason="; ".join(notes) or f"no new files in {folder.root}", cursor=cursor
     )

@@ -225,6 +225,20 @@ def test_a_file_still_being_written_is_taken_whole_once_it_settles(daemon, landi
     assert read_partition(assets_dir, "raw_transactions", DAY).height == 2_000
 
 
+def test_a_recent_file_is_taken_only_once_a_second_tick_sees_it_unchanged(daemon, landing_dir, assets_dir):
+    """A writer that pauses longer than the settle time is caught by the second look."""
+    path = write_handbook_csv(landing_dir, DAY, n=10)
+    settle(path, seconds=20)  # settled (> 5 s) but recent
+    assert daemon.tick() == []
+    with path.open("a") as handle:  # the writer resumes
+        handle.write(handbook_frame(DAY, 20).tail(10).write_csv(include_header=False))
+    settle(path, seconds=20)
+    assert daemon.tick() == []  # changed since the last look
+    assert daemon.tick() != []  # unchanged: taken
+    assert not path.exists()
+    assert read_partition(assets_dir, "raw_transactions", DAY).height == 20
+
+
 def test_the_settle_time_comes_from_the_environment(monkeypatch, tmp_path):
     from fraud_dagster.definitions import transaction_source
 

@@ -41,6 +41,9 @@ TEMPORARY_SUFFIXES = (".tmp", ".part")
 """With a leading dot, the names writers use while a file is being written (then renamed)."""
 TEMPORARY_REPORT_AFTER_SECONDS = 600.0
 """A temporary name unchanged this long is reported (once): a writer that never renamed it."""
+CONFIRM_YOUNGER_THAN_SECONDS = 60.0
+"""A file modified less than this long ago is taken only once a second look (the sensor's next
+tick) finds it unchanged: a writer that paused longer than the settle time is caught writing."""
 MAX_REASON_CHARS = 500
 _DATE_IN_NAME = re.compile(r"(\d{4}-\d{2}-\d{2})")
 _WHOLE_NUMBER = re.compile(r"^([+-]?\d+)\.0*$")
@@ -377,9 +380,11 @@ class LandingFolder:
 
     def decide(
         self, entry: Entry, now: float, settle_seconds: float,
-        first: dt.date, last: dt.date | None,
+        first: dt.date, last: dt.date | None, seen_unchanged: bool = False,
     ) -> Decision | None:
-        """The decision for one entry, or None while it may still be being written."""
+        """The decision for one entry, or None while it may still be being written: modified
+        less than ``settle_seconds`` ago, or less than ``CONFIRM_YOUNGER_THAN_SECONDS`` ago and
+        not ``seen_unchanged`` (same signature) by an earlier look."""
         age = now - entry.mtime
         if entry.temporary:
             if age < max(settle_seconds, TEMPORARY_REPORT_AFTER_SECONDS):
@@ -389,6 +394,8 @@ class LandingFolder:
                 f" it has not changed for {age / 60:.0f} minutes: rename it (without the leading"
                 " dot or the .tmp/.part ending) to have it ingested, or remove it"))
         if age < settle_seconds:
+            return None
+        if age < max(settle_seconds, CONFIRM_YOUNGER_THAN_SECONDS) and not seen_unchanged:
             return None
 
         def reject(reason: str, **kw) -> Decision:
