@@ -15,6 +15,7 @@ from fraud_dagster import settings
 from fraud_dagster.alerts import AlertSink
 from fraud_dagster.assets.model import FraudModelConfig
 from fraud_dagster.io_managers import DailyTables
+from fraud_dagster.core.landing import Decision
 from fraud_dagster.jobs import ingest_job, retrain_job
 from fraud_dagster.rejections import landing_rejections_job
 from fraud_dagster.partitions import daily_partitions, partition_range_tags
@@ -93,8 +94,12 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
     for name, entry in entries.items():
         if name in requested:
             continue
-        decision = folder.decide(entry, now, transaction_source.settle_seconds, first, last,
-                                 seen_unchanged=seen_before.get(name) == entry.signature)
+        try:
+            decision = folder.decide(entry, now, transaction_source.settle_seconds, first, last,
+                                     seen_unchanged=seen_before.get(name) == entry.signature)
+        except Exception as exc:  # one entry never stops the others
+            decision = Decision(name, entry.signature, "reject",
+                                reason=f"could not be judged: {type(exc).__name__}: {exc}"[:500])
         if decision is None:
             settling.append(name)
             seen[name] = entry.signature

@@ -432,7 +432,10 @@ class LandingFolder:
         for d in decisions:
             if d.action == "take":
                 if d.day not in accepted:
-                    accepted[d.day] = self.accepted_content(d.day)
+                    try:
+                        accepted[d.day] = self.accepted_content(d.day)
+                    except (OSError, LandingFileError):  # an unreadable accepted file: no repeat check
+                        accepted[d.day] = {}
                 same = accepted[d.day].get(d.sha256)
                 if same is not None:
                     d = dataclasses.replace(d, action="reject", day=None, reason=(

@@ -63,8 +63,11 @@ def split_transactions(raw: pl.DataFrame, validated_elsewhere: pl.DataFrame | No
         pl.when(pl.col(REASON) != "").then(pl.col(REASON)).alias(REASON),
     )
     if validated_elsewhere is not None and validated_elsewhere.height:
-        first_day = validated_elsewhere.group_by("transaction_id").agg(
-            pl.col("day").min().alias("__day"))
+        ids = raw["transaction_id"].drop_nulls().unique()
+        first_day = (
+            validated_elsewhere.filter(pl.col("transaction_id").is_in(ids.implode()))
+            .group_by("transaction_id").agg(pl.col("day").min().alias("__day"))
+        )
         reasons = reasons.join(
             first_day, on="transaction_id", how="left", maintain_order="left"
         ).with_columns(
