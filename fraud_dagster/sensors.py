@@ -68,11 +68,11 @@ def _digest(parts: list[str]) -> str:
 def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: TransactionSource):
     """Only decides: the runs it requests move the files (an ingest run after the rows are stored).
 
-    The cursor remembers the files already requested (name, signature, run key, day), so a file is
-    requested once, and the signatures of files not settled yet, so a recently modified file is
-    taken only when a second tick finds it unchanged; a file whose day has a run still in flight waits, so two runs never write one
-    day at once. A failed run leaves its files where they are: re-execute it (its run failure is
-    alerted)."""
+    The cursor remembers the files already requested (name, signature, run key, day), so an
+    unchanged file is requested once, and the signatures of files not settled yet, so a recently
+    modified file is taken only when a second tick finds it unchanged. A file whose day has a run
+    still in flight waits, so two runs never write one day at once. A failed run leaves its files
+    where they are (its failure is alerted): re-execute it, or touch the files."""
     if not isinstance(transaction_source, LandingSource):
         return dg.SkipReason("FRAUD_SOURCE is not 'landing': raw transactions come from the simulator")
     folder = transaction_source.folder()

@@ -358,11 +358,6 @@ class LandingFolder:
                 continue
         return found
 
-    def pending(self) -> list[Path]:
-        """Landing files at the top level (regular files with a landing suffix)."""
-        return [self.root / e.name for e in self.entries()
-                if e.kind == "file" and not e.temporary and landing_suffix(e.name)]
-
     def day_dir(self, day: dt.date) -> Path:
         return self.root / self.ACCEPTED / day.isoformat()
 
