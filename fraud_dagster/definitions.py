@@ -11,6 +11,7 @@ from fraud_dagster.assets import features, model, monitoring, serving, transacti
 from fraud_dagster.checks import validation_checks
 from fraud_dagster.io_managers import DailyTables, PickleIOManager, PolarsParquetIOManager
 from fraud_dagster.jobs import daily_ingest, daily_job, ingest_job, retrain_job
+from fraud_dagster.rejections import landing_rejections_job
 from fraud_dagster.resources import (
     LandingSource,
     SimulatorSource,
@@ -29,7 +30,8 @@ from fraud_dagster.sensors import (
 def transaction_source():
     """``FRAUD_SOURCE`` picks where raw transactions come from."""
     if settings.source() == "landing":
-        return LandingSource(landing_dir=str(settings.landing_dir()))
+        return LandingSource(landing_dir=str(settings.landing_dir()),
+                             settle_seconds=settings.landing_settle_seconds())
     if settings.simulator() == "handbook":
         return SimulatorSource.handbook()
     return SimulatorSource(drift_start=settings.drift_start().isoformat())
@@ -75,7 +77,7 @@ def make_definitions(resources: dict) -> dg.Definitions:
     return dg.Definitions(
         assets=dg.load_assets_from_modules([transactions, features, model, serving, monitoring]),
         asset_checks=validation_checks,
-        jobs=[ingest_job, daily_job, retrain_job],
+        jobs=[ingest_job, daily_job, retrain_job, landing_rejections_job],
         schedules=[daily_ingest],
         sensors=[landing_sensor, drift_sensor, run_failure_alerts, check_failure_alerts],
         resources=resources,

@@ -40,11 +40,11 @@ def write_parquet_atomically(frame: pl.DataFrame, path: UPath) -> None:
     write_atomically(path, lambda handle: frame.write_parquet(handle, **PARQUET_OPTIONS))
 
 
-def read_parquet(path: UPath) -> pl.DataFrame:
+def read_parquet(path: UPath, columns: list[str] | None = None) -> pl.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: materialise that partition first")
     with path.open("rb") as handle:
-        return pl.read_parquet(handle)
+        return pl.read_parquet(handle, columns=columns)
 
 
 def split_by_day(frame: pl.DataFrame, column: str) -> dict[dt.date | None, pl.DataFrame]:
@@ -169,6 +169,31 @@ class DailyTables(dg.ConfigurableResource):
         missing = [day for day, path in paths.items() if not path.exists()]
         frames = in_threads(read_parquet, present, threads=4)
         return (pl.concat(frames) if frames else pl.DataFrame()), missing
+
+
+    def read_column_of_other_days(
+        self, asset_key: dg.AssetKey, column: str, first: dt.date, last: dt.date
+    ) -> pl.DataFrame:
+        """``column`` and the ``day`` of every stored day of ``asset_key`` outside
+        ``first..last``: reads only that column of each file (parquet is columnar)."""
+        folder = UPath(self.base_path).joinpath(*asset_key.path)
+        paths = []
+        if folder.exists():
+            for path in folder.iterdir():
+                try:
+                    day = dt.date.fromisoformat(path.name.removesuffix(".parquet"))
+                except ValueError:
+                    continue
+                if path.name.endswith(".parquet") and not first <= day <= last:
+                    paths.append((day, path))
+        frames = in_threads(
+            lambda item: read_parquet(item[1], columns=[column]).with_columns(
+                day=pl.lit(item[0], dtype=pl.Date)),
+            sorted(paths), threads=4,
+        )
+        if not frames:
+            return pl.DataFrame(schema={column: pl.Int64, "day": pl.Date})
+        return pl.concat(frames)
 
 
 class PickleIOManager(dg.ConfigurableIOManager):

@@ -2,6 +2,7 @@
 
 import datetime as dt
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 import dagster as dg
 import mlflow
@@ -9,8 +10,7 @@ import polars as pl
 from dagster_mlflow.resources import CONFIG_SCHEMA as MLFLOW_CONFIG_SCHEMA
 from dagster_mlflow.resources import MlFlow
 
-from fraud_dagster.core.landing import LandingFolder, read_landing_file
-from fraud_dagster.core.schema import RAW_DTYPES
+from fraud_dagster.core.landing import Delivery, LandingFolder
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
 from fraud_dagster.registry import ensure_experiment
 
@@ -75,22 +75,27 @@ class SimulatorSource(TransactionSource):
 
 
 class LandingSource(TransactionSource):
-    """Files accepted by ``landing_sensor`` into ``<landing_dir>/_accepted/<day>/``."""
+    """Files ingested from the landing folder: ``<landing_dir>/_accepted/<day>/``, plus the new
+    top-level files an ingest run was asked to take (``landing_sensor`` names them by content)."""
 
     landing_dir: str
+    settle_seconds: float = 5.0
+    """A top-level file is read only once it has not been modified for this long
+    (``FRAUD_LANDING_SETTLE_SECONDS``): a writer still writing it keeps changing its mtime."""
+
+    def folder(self) -> LandingFolder:
+        return LandingFolder(self.landing_dir)
 
     def read_days(self, first: dt.date, last: dt.date) -> pl.DataFrame:
-        folder = LandingFolder(self.landing_dir)
-        frames = [pl.DataFrame(schema=RAW_DTYPES)]
-        for day in _days(first, last):
-            for path in folder.accepted(day):
-                landed = read_landing_file(path).transactions
-                frames.append(
-                    landed.with_columns(
-                        partition_date=pl.lit(day), source=pl.lit(path.name)
-                    ).select(list(RAW_DTYPES))
-                )
-        return pl.concat(frames)
+        return self.read_delivery(first, last, []).transactions
+
+    def read_delivery(
+        self, first: dt.date, last: dt.date, take: Sequence[tuple[str, str, dt.date]]
+    ) -> Delivery:
+        return self.folder().read_delivery(_days(first, last), take)
+
+    def commit(self, delivery: Delivery):
+        return self.folder().commit(delivery)
 
 
 @dg.resource(

@@ -5,16 +5,19 @@
 import datetime as dt
 import hashlib
 import json
+import time
 
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.tags import RUN_KEY_TAG
 
 from fraud_dagster import settings
 from fraud_dagster.alerts import AlertSink
 from fraud_dagster.assets.model import FraudModelConfig
-from fraud_dagster.core.landing import LandingFileError, LandingFolder, read_landing_file
 from fraud_dagster.io_managers import DailyTables
+from fraud_dagster.core.landing import Decision
 from fraud_dagster.jobs import ingest_job, retrain_job
+from fraud_dagster.rejections import landing_rejections_job
 from fraud_dagster.partitions import daily_partitions, partition_range_tags
 from fraud_dagster.resources import LandingSource, TransactionSource
 
@@ -38,53 +41,127 @@ def _partition_range() -> tuple[dt.date, dt.date | None]:
     return first, dt.date.fromisoformat(last_key) if last_key else None
 
 
+LANDING_STATE_VERSION = 1
+_FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+
+
+def _run_finished(instance: dg.DagsterInstance, run_key: str) -> bool:
+    """Whether the run launched for ``run_key`` has ended (a run not created yet has not)."""
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1)
+    return bool(runs) and runs[0].status in _FINISHED
+
+
+def _digest(parts: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
+
+
 @dg.sensor(
-    job=ingest_job,
+    jobs=[ingest_job, landing_rejections_job],
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING
     if settings.source() == "landing"
     else dg.DefaultSensorStatus.STOPPED,
-    description="Ingests CSV or parquet files dropped into the landing folder, one day per file.",
+    description="Decides, without touching the landing folder, what to do with each new file:"
+    " one ingest_job run per block of consecutive days (run keys from the files' content), and a"
+    " landing_rejections_job run for the files it will not take.",
 )
 def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: TransactionSource):
+    """Only decides: the runs it requests move the files (an ingest run after the rows are stored).
+
+    The cursor remembers the files already requested (name, signature, run key, day), so an
+    unchanged file is requested once, and the signatures of files not settled yet, so a recently
+    modified file is taken only when a second tick finds it unchanged. A file whose day has a run
+    still in flight waits, so two runs never write one day at once. A failed run leaves its files
+    where they are (its failure is alerted): re-execute it, or touch the files."""
     if not isinstance(transaction_source, LandingSource):
         return dg.SkipReason("FRAUD_SOURCE is not 'landing': raw transactions come from the simulator")
-    folder = LandingFolder(transaction_source.landing_dir)
+    folder = transaction_source.folder()
+    state = json.loads(context.cursor) if context.cursor else {}
+    requested: dict[str, dict] = state.get("requested", {}) if state.get("v") == LANDING_STATE_VERSION else {}
+    entries = {e.name: e for e in folder.entries()}
+    requested = {
+        name: r for name, r in requested.items()
+        if name in entries and entries[name].signature == r["sig"]
+    }
+    busy = {
+        r["day"] for r in requested.values()
+        if r.get("day") and not _run_finished(context.instance, r["run_key"])
+    }
     first, last = _partition_range()
-    accepted: dict[dt.date, list[str]] = {}
-    for path in folder.pending():
-        try:
-            landed = read_landing_file(path)
-            if landed.day < first or last is None or landed.day > last:
-                raise LandingFileError(
-                    f"{landed.day} is outside the partitions {first}..{last or '(none yet)'}"
-                )
-        except LandingFileError as exc:
-            target = folder.reject(path, str(exc))
-            context.log.warning(f"rejected {path.name}: {exc} (moved to {target})")
+    now = time.time()
+    seen_before: dict[str, str] = state.get("seen", {})
+    decisions, settling, seen = [], [], {}
+    for name, entry in entries.items():
+        if name in requested:
             continue
-        folder.accept(path, landed.day)
-        accepted.setdefault(landed.day, []).append(path.name)
-        if landed.ignored_columns:
-            context.log.info(f"{path.name}: ignored columns {', '.join(landed.ignored_columns)}")
+        try:
+            decision = folder.decide(entry, now, transaction_source.settle_seconds, first, last,
+                                     seen_unchanged=seen_before.get(name) == entry.signature)
+        except Exception as exc:  # one entry never stops the others
+            decision = Decision(name, entry.signature, "reject",
+                                reason=f"could not be judged: {type(exc).__name__}: {exc}"[:500])
+        if decision is None:
+            settling.append(name)
+            seen[name] = entry.signature
+        else:
+            decisions.append(decision)
+    decisions = folder.without_repeats(decisions)
+    takes = [d for d in decisions if d.action == "take"]
+    waiting = [d for d in takes if d.day.isoformat() in busy]
+    takes = [d for d in takes if d.day.isoformat() not in busy]
+    others = [d for d in decisions if d.action != "take"]
 
-    if not accepted:
-        return dg.SkipReason(f"no new files in {folder.root}")
     run_requests = []
-    for start, end in contiguous_ranges(list(accepted)):
-        names = sorted(n for day, files in accepted.items() if start <= day <= end for n in files)
-        digest = hashlib.sha1("\n".join(names).encode()).hexdigest()[:12]
-        run_requests.append(
-            dg.RunRequest(
-                run_key=f"landing-{start}-{end}-{digest}",
-                tags={
-                    **partition_range_tags(start, end),
-                    "fraud/trigger": "landing",
-                    "fraud/landing_files": ", ".join(names)[:200],
-                },
-            )
-        )
-    return run_requests
+    for start, end in contiguous_ranges([d.day for d in takes]):
+        batch = sorted((d for d in takes if start <= d.day <= end), key=lambda d: d.name)
+        # From content (a corrected file is a new delivery) and signature (touching a file whose
+        # run failed asks for a new run; an unchanged file is never requested twice).
+        run_key = f"landing-{start}-{end}-{_digest([f'{d.key}:{d.signature}' for d in batch])}"
+        run_requests.append(dg.RunRequest(
+            run_key=run_key,
+            job_name=ingest_job.name,
+            run_config={"ops": {"raw_transactions": {"config": {"landing_files": [
+                {"name": d.name, "sha256": d.sha256, "day": d.day.isoformat()} for d in batch
+            ]}}}},
+            tags={
+                **partition_range_tags(start, end),
+                "fraud/trigger": "landing",
+                "fraud/landing_files": ", ".join(d.name for d in batch)[:200],
+            },
+        ))
+        for d in batch:
+            requested[d.name] = {"sig": d.signature, "run_key": run_key, "day": d.day.isoformat()}
+            if d.ignored_columns:
+                context.log.info(f"{d.name}: ignored columns {', '.join(d.ignored_columns)}")
+    if others:
+        run_key = f"landing-rejects-{_digest([f'{d.key}:{d.signature}' for d in others])}"
+        run_requests.append(dg.RunRequest(
+            run_key=run_key,
+            job_name=landing_rejections_job.name,
+            run_config={"ops": {"reject_landing_files": {"config": {"files": [
+                {"name": d.name, "signature": d.signature, "reason": d.reason, "action": d.action}
+                for d in others
+            ]}}}},
+            tags={"fraud/trigger": "landing",
+                  "fraud/landing_files": ", ".join(d.name for d in others)[:200]},
+        ))
+        for d in others:
+            requested[d.name] = {"sig": d.signature, "run_key": run_key, "day": None}
+            context.log.warning(f"{d.action}: {d.name}: {d.reason}")
+
+    cursor = json.dumps({"v": LANDING_STATE_VERSION, "requested": requested, "seen": seen},
+                        sort_keys=True)
+    if run_requests:
+        return dg.SensorResult(run_requests=run_requests, cursor=cursor)
+    notes = []
+    if waiting:
+        notes.append(f"waiting for the runs in flight on their days: {', '.join(d.name for d in waiting)}")
+    if settling:
+        notes.append("not settled yet (modified too recently to be sure it is complete, or a"
+                     f" temporary name): {', '.join(settling)}")
+    return dg.SensorResult(
+        skip_reason="; ".join(notes) or f"no new files in {folder.root}", cursor=cursor
+    )
 
 
 DRIFT_REPORT = dg.AssetKey("drift_report")

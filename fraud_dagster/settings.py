@@ -51,6 +51,12 @@ def landing_dir() -> Path:
     return Path(value).resolve() if value else data_dir() / "landing"
 
 
+def landing_settle_seconds() -> float:
+    """``FRAUD_LANDING_SETTLE_SECONDS`` (default 5): how long a landing file must go unmodified
+    before the sensor reads it."""
+    return float(os.environ.get("FRAUD_LANDING_SETTLE_SECONDS", "5"))
+
+
 def drift_start() -> dt.date:
     """The simulator's drift begins here: ``FRAUD_DRIFT_START``, else 120 days after the start."""
     value = os.environ.get("FRAUD_DRIFT_START")

@@ -63,3 +63,22 @@ def write_empty_file(folder: Path, day: dt.date) -> Path:
     path = folder / f"empty_{day.isoformat()}.csv"
     path.touch()
     return path
+
+
+def settle(*paths: Path, seconds: float = 3600) -> None:
+    """Make files look untouched for ``seconds``: what a finished delivery looks like to the
+    sensor's settle time. Symlinks are aged themselves, not their targets."""
+    import os
+    import time
+
+    then = time.time() - seconds
+    for path in paths:
+        os.utime(path, (then, then), follow_symlinks=False)
+
+
+def write_list_column_parquet(folder: Path, day: dt.date, column: str = "tx_amount") -> Path:
+    """A parquet file whose ``column`` holds lists (pyarrow writes them, polars cannot cast them)."""
+    path = folder / f"lists_{column}_{day.isoformat()}.parquet"
+    frame = Simulator().day(day).head(20)
+    frame.with_columns(pl.concat_list(pl.col(column), pl.col(column)).alias(column)).write_parquet(path)
+    return path

@@ -107,3 +107,105 @@ def test_a_header_without_rows_is_rejected(tmp_path):
     handbook_frame(DAY).head(0).write_csv(path)
     with pytest.raises(LandingFileError, match="no rows"):
         read_landing_file(path)
+
+
+# --- Every exception is a reason; CSV and parquet read values the same way -------------------
+
+from fraud_dagster_tests.landing_files import write_list_column_parquet  # noqa: E402
+
+
+def test_a_list_typed_column_rejects_the_file_with_a_reason(tmp_path):
+    """Before: polars' InvalidOperationError escaped and crashed every sensor tick."""
+    with pytest.raises(LandingFileError, match="tx_amount"):
+        read_landing_file(write_list_column_parquet(tmp_path, DAY, "tx_amount"))
+
+
+def test_a_list_typed_column_that_is_ignored_does_not_matter(tmp_path):
+    path = tmp_path / f"{DAY}.parquet"
+    frame = pl.read_csv(write_handbook_csv(tmp_path, DAY, 5))
+    frame.with_columns(tags=pl.Series([["a"], [], ["b", "c"], None, ["d"]])).write_parquet(path)
+    landed = read_landing_file(path)
+    assert landed.transactions.height == 5
+    assert "tags" in landed.ignored_columns
+
+
+def test_a_latin1_byte_in_an_ignored_column_does_not_reject_the_file(tmp_path):
+    path = tmp_path / f"{DAY}.csv"
+    handbook_frame(DAY, 3).with_columns(merchant=pl.lit("cafe")).write_csv(path)
+    path.write_bytes(path.read_bytes().replace(b"cafe", b"caf\xe9"))
+    landed = read_landing_file(path)
+    assert landed.transactions.height == 3
+    assert landed.transactions["parse_errors"].null_count() == 3
+
+
+def test_a_latin1_byte_in_a_read_column_is_a_parse_error_for_that_row(tmp_path):
+    path = tmp_path / f"{DAY}.csv"
+    frame = handbook_frame(DAY, 3)
+    frame.write_csv(path)
+    first_id = str(frame["CUSTOMER_ID"][0]).encode()
+    data = path.read_bytes().split(b"\n")
+    data[1] = data[1].replace(b"," + first_id + b",", b"," + first_id + b"\xe9,", 1)
+    path.write_bytes(b"\n".join(data))
+    tx = read_landing_file(path).transactions
+    assert tx["customer_id"][0] is None
+    assert tx["parse_errors"][0].startswith("customer_id=")
+    assert tx["parse_errors"][1:].null_count() == 2
+
+
+def test_whole_number_ids_read_the_same_from_csv_and_parquet(tmp_path):
+    """``1234.0`` is 1234 in both formats; ``2.5`` and ids past int64 are parse errors in both."""
+    ids = [1234.0, 2.5, 7.0, 9.3e18, -3.0]
+    frame = pl.read_csv(write_handbook_csv(tmp_path, DAY, 5)).with_columns(
+        pl.Series("TRANSACTION_ID", ids)
+    )
+    csv_path, parquet_path = tmp_path / f"a_{DAY}.csv", tmp_path / f"a_{DAY}.parquet"
+    frame.write_parquet(parquet_path)
+    frame.with_columns(
+        pl.Series("TRANSACTION_ID", ["1234.0", "2.5", "7.000", "9300000000000000000.0", "-3.0"])
+    ).write_csv(csv_path)
+    from_csv = read_landing_file(csv_path).transactions
+    from_parquet = read_landing_file(parquet_path).transactions
+    assert from_csv["transaction_id"].to_list() == [1234, None, 7, None, -3]
+    assert from_parquet["transaction_id"].to_list() == [1234, None, 7, None, -3]
+    assert from_csv["parse_errors"].is_null().to_list() == [True, False, True, False, True]
+    assert from_parquet["parse_errors"].is_null().to_list() == [True, False, True, False, True]
+
+
+def test_huge_ids_are_parse_errors_not_wrapped_or_rounded(tmp_path):
+    path = tmp_path / f"{DAY}.csv"
+    frame = handbook_frame(DAY, 3).with_columns(
+        pl.Series("TRANSACTION_ID", ["9223372036854775807", "9223372036854775808", "12345678901234567890"])
+    )
+    frame.write_csv(path)
+    tx = read_landing_file(path).transactions
+    assert tx["transaction_id"].to_list() == [9223372036854775807, None, None]
+
+
+def test_bom_crlf_and_padded_headers_are_read(tmp_path):
+    path = tmp_path / f"{DAY}.csv"
+    frame = handbook_frame(DAY, 4).rename({"TX_AMOUNT": " Tx_Amount "})
+    text = frame.write_csv().replace("\n", "\r\n")
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    tx = read_landing_file(path).transactions
+    assert tx.height == 4
+    assert tx["parse_errors"].null_count() == 4
+    assert tx["transaction_id"].to_list() == frame["TRANSACTION_ID"].to_list()
+
+
+def test_gzipped_csv_is_read(tmp_path):
+    import gzip
+
+    path = tmp_path / f"{DAY}.csv.gz"
+    path.write_bytes(gzip.compress(handbook_frame(DAY, 6).write_csv().encode()))
+    landed = read_landing_file(path)
+    assert landed.day == DAY
+    assert landed.transactions.height == 6
+
+
+def test_reading_from_bytes_gives_the_same_file(tmp_path):
+    """The sensor hashes and parses one read of the bytes, so what it judged is what it hashed."""
+    from fraud_dagster.core.landing import parse_landing_bytes
+
+    path = write_handbook_csv(tmp_path, DAY, 7)
+    landed = parse_landing_bytes(path.name, path.read_bytes())
+    assert landed.transactions.equals(read_landing_file(path).transactions)

@@ -186,3 +186,21 @@ def test_rows_outside_the_run_days_or_without_a_day_are_not_written(tmp_path):
         with pytest.raises(dg.DagsterInvariantViolationError, match="1 rows of daily_asset"):
             _store_days(tmp_path, frame, FIRST, FIRST)
     assert not (tmp_path / "daily_asset").exists()
+
+
+def test_an_id_validated_on_another_day_is_quarantined(landing_defs, instance, assets_dir, landing_dir):
+    """The same transaction delivered on two days is validated once: the day validated first keeps it."""
+    _land(landing_dir, FIRST, handbook_frame(FIRST, 50))
+    assert run_ingest(landing_defs, instance, FIRST, FIRST).success
+    again = handbook_frame(FIRST, 50).head(2).with_columns(
+        TX_DATETIME=pl.col("TX_DATETIME").str.replace(FIRST.isoformat(), LAST.isoformat())
+    )
+    _land(landing_dir, LAST, pl.concat([handbook_frame(LAST, 98), again]))
+    result = run_ingest(landing_defs, instance, LAST, LAST)
+    bad = read_partition(assets_dir, "quarantined_transactions", LAST)
+    assert bad["quarantine_reason"].to_list() == [f"duplicate transaction_id (validated on {FIRST})"] * 2
+    assert read_partition(assets_dir, "validated_transactions", LAST).height == 98
+    assert read_partition(assets_dir, "validated_transactions", FIRST).height == 50
+    # Re-running the first day does not count its own stored rows as duplicates.
+    assert run_ingest(landing_defs, instance, FIRST, FIRST).success
+    assert read_partition(assets_dir, "validated_transactions", FIRST).height == 50

@@ -118,3 +118,30 @@ def test_quarantine_rate_counts_days_that_lost_every_row():
         (DAY, 7, 1, 1 / 8),
         (day2, 0, 4, 1.0),
     ]
+
+
+def test_an_id_already_validated_on_another_day_is_quarantined_as_a_duplicate():
+    raw = raw_day(10)
+    earlier = pl.DataFrame(
+        {"transaction_id": [raw["transaction_id"][2], 99], "day": [dt.date(2025, 1, 3)] * 2}
+    )
+    split = split_transactions(raw, validated_elsewhere=earlier)
+    assert reasons_of(split) == {
+        raw["transaction_id"][2]: f"{DUPLICATE_ID} (validated on 2025-01-03)"
+    }
+    assert split.validated.height + split.quarantined.height == raw.height
+    QuarantinedTransaction.validate(split.quarantined)
+
+
+def test_an_otherwise_invalid_row_keeps_its_own_reasons_too():
+    raw = with_value(raw_day(10), 2, "tx_amount", -1.0)
+    earlier = pl.DataFrame({"transaction_id": [raw["transaction_id"][2]], "day": [dt.date(2025, 1, 3)]})
+    got = reasons_of(split_transactions(raw, validated_elsewhere=earlier))
+    assert got == {
+        raw["transaction_id"][2]:
+            f"tx_amount is not positive; {DUPLICATE_ID} (validated on 2025-01-03)"
+    }
+
+
+def reasons_of(split) -> dict[int, str]:
+    return dict(split.quarantined.select("transaction_id", "quarantine_reason").iter_rows())

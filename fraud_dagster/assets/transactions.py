@@ -1,5 +1,7 @@
 """Daily transactions: raw from the configured source, then validated or quarantined."""
 
+import datetime as dt
+
 import dagster as dg
 import polars as pl
 from dagster_pandera import pandera_schema_to_dagster_type
@@ -7,8 +9,9 @@ from dagster_pandera import pandera_schema_to_dagster_type
 from fraud_dagster.core.reporting import markdown_table
 from fraud_dagster.core.schema import QuarantinedTransaction, RawTransaction, ValidatedTransaction
 from fraud_dagster.core.validation import split_transactions
+from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.partitions import daily_partitions, window_days
-from fraud_dagster.resources import TransactionSource
+from fraud_dagster.resources import LandingSource, TransactionSource
 
 GROUP = "transactions"
 DAILY = dict(
@@ -18,6 +21,18 @@ DAILY = dict(
 )
 
 
+class LandingFileToTake(dg.Config):
+    name: str
+    sha256: str
+    day: str
+
+
+class RawTransactionsConfig(dg.Config):
+    landing_files: list[LandingFileToTake] = []
+    """Set by ``landing_sensor``: new top-level landing files to ingest, by name and content.
+    Empty (a backfill from the UI) reads what is already accepted."""
+
+
 @dg.asset(
     dagster_type=pandera_schema_to_dagster_type(RawTransaction),
     metadata={"partition_expr": "partition_date"},
@@ -25,19 +40,42 @@ DAILY = dict(
     **DAILY,
 )
 def raw_transactions(
-    context: dg.AssetExecutionContext, transaction_source: TransactionSource
-) -> pl.DataFrame:
-    """One day of card transactions, as delivered by the simulator or the landing folder."""
+    context: dg.AssetExecutionContext,
+    config: RawTransactionsConfig,
+    transaction_source: TransactionSource,
+):
+    """One day of card transactions, as delivered by the simulator or the landing folder.
+
+    Landing files named in the config are moved into ``_accepted/<day>/`` only after the rows are
+    stored (the code after ``yield`` runs once the IO manager has written them), so a failed run
+    leaves them where they were, for a re-execution."""
     first, last = window_days(context.partition_time_window)
-    raw = transaction_source.read_days(first, last)
-    context.add_output_metadata(
-        {
-            "days": (last - first).days + 1,
-            "fraud_rate": float(raw["tx_fraud"].mean() or 0.0),
-            "source": type(transaction_source).__name__,
-        }
-    )
-    return raw
+    delivery = None
+    if config.landing_files:
+        if not isinstance(transaction_source, LandingSource):
+            raise dg.Failure("landing_files are given but FRAUD_SOURCE is not 'landing'")
+        take = [(f.name, f.sha256, dt.date.fromisoformat(f.day)) for f in config.landing_files]
+        delivery = transaction_source.read_delivery(first, last, take)
+        raw = delivery.transactions
+        for name, why in delivery.skipped:
+            context.log.warning(f"landing file {name} not taken: {why}")
+    else:
+        raw = transaction_source.read_days(first, last)
+    metadata = {
+        "days": (last - first).days + 1,
+        "fraud_rate": float(raw["tx_fraud"].mean() or 0.0),
+        "source": type(transaction_source).__name__,
+    }
+    if delivery is not None:
+        metadata["landing_files_taken"] = [t.name for t in delivery.taken]
+        metadata["landing_files_skipped"] = [f"{n}: {why}" for n, why in delivery.skipped]
+    yield dg.Output(raw, metadata=metadata)
+    if delivery is not None:
+        moved, left = transaction_source.commit(delivery)
+        for path in moved:
+            context.log.info(f"accepted {path}")
+        for name, why in left:
+            context.log.warning(f"landing file {name} left at the top: {why}")
 
 
 @dg.multi_asset(
@@ -57,9 +95,17 @@ def raw_transactions(
     },
     **DAILY,
 )
-def validated_transactions(raw_transactions: pl.DataFrame):
-    """Split raw rows by the row rules; raw rows = validated + quarantined, always."""
-    split = split_transactions(raw_transactions)
+def validated_transactions(
+    context: dg.AssetExecutionContext, raw_transactions: pl.DataFrame, daily_tables: DailyTables
+):
+    """Split raw rows by the row rules; raw rows = validated + quarantined, always. An id already
+    validated on a day outside this run is a duplicate (reads that column of every other stored
+    day)."""
+    first, last = window_days(context.partition_time_window)
+    elsewhere = daily_tables.read_column_of_other_days(
+        dg.AssetKey("validated_transactions"), "transaction_id", first, last
+    )
+    split = split_transactions(raw_transactions, validated_elsewhere=elsewhere)
     valid, quarantined = split.validated, split.quarantined
     if valid.height + quarantined.height != raw_transactions.height:
         raise dg.DagsterInvariantViolationError("validation lost or duplicated rows")
@@ -73,6 +119,7 @@ def validated_transactions(raw_transactions: pl.DataFrame):
         metadata={
             "raw_rows": raw_transactions.height,
             "quarantined_rows": quarantined.height,
+            "ids_checked_from_other_days": elsewhere.height,
             "fraud_rate": float(valid["tx_fraud"].mean() or 0.0),
         },
     )

@@ -51,13 +51,34 @@ class Split:
     quarantined: pl.DataFrame
 
 
-def split_transactions(raw: pl.DataFrame) -> Split:
-    """Apply the row rules; of rows sharing an id, the first one that is otherwise valid is kept."""
+def split_transactions(raw: pl.DataFrame, validated_elsewhere: pl.DataFrame | None = None) -> Split:
+    """Apply the row rules; of rows sharing an id, the first one that is otherwise valid is kept.
+
+    ``validated_elsewhere`` (``transaction_id``, ``day``) holds the ids already validated on other
+    days: a row with one of them is a duplicate too, whatever else it broke, and says which day.
+    """
     reasons = raw.with_columns(
         pl.concat_str(_row_rules(), separator="; ", ignore_nulls=True).alias(REASON)
     ).with_columns(
         pl.when(pl.col(REASON) != "").then(pl.col(REASON)).alias(REASON),
     )
+    if validated_elsewhere is not None and validated_elsewhere.height:
+        ids = raw["transaction_id"].drop_nulls().unique()
+        first_day = (
+            validated_elsewhere.filter(pl.col("transaction_id").is_in(ids.implode()))
+            .group_by("transaction_id").agg(pl.col("day").min().alias("__day"))
+        )
+        reasons = reasons.join(
+            first_day, on="transaction_id", how="left", maintain_order="left"
+        ).with_columns(
+            pl.concat_str(
+                [pl.col(REASON),
+                 pl.when(pl.col("__day").is_not_null()).then(
+                     pl.lit(f"{DUPLICATE_ID} (validated on ") + pl.col("__day").cast(pl.Utf8)
+                     + pl.lit(")"))],
+                separator="; ", ignore_nulls=True,
+            ).alias(REASON)
+        ).with_columns(pl.when(pl.col(REASON) != "").then(pl.col(REASON)).alias(REASON)).drop("__day")
     otherwise_valid = pl.col(REASON).is_null()
     reasons = reasons.with_columns(
         pl.when(otherwise_valid & ~pl.col("transaction_id").is_first_distinct().over(otherwise_valid))

@@ -1,0 +1,50 @@
+"""``landing_rejections_job``: carries out ``landing_sensor``'s decisions about the files it will not
+ingest, since the sensor itself changes nothing. Each file is moved to ``_rejected/`` beside its
+``.reason.txt`` (or, for a hidden or temporary name, left where it is) and reported once in the
+alerts file; a file that changed since the decision is left for the sensor to decide again."""
+
+import dagster as dg
+
+from fraud_dagster.alerts import AlertSink
+from fraud_dagster.resources import LandingSource, TransactionSource
+
+
+class LandingRejection(dg.Config):
+    name: str
+    signature: str
+    reason: str
+    action: str = "reject"
+    """``reject`` (move to ``_rejected/``) or ``report`` (leave in place)."""
+
+
+class LandingRejectionsConfig(dg.Config):
+    files: list[LandingRejection] = []
+
+
+@dg.op(description="Moves the landing files the sensor will not take to _rejected/ with their"
+       " reason, and records each in the alerts file.")
+def reject_landing_files(
+    context: dg.OpExecutionContext,
+    config: LandingRejectionsConfig,
+    transaction_source: TransactionSource,
+    alerts: AlertSink,
+) -> None:
+    if not isinstance(transaction_source, LandingSource):
+        raise dg.Failure("FRAUD_SOURCE is not 'landing': there is no landing folder")
+    folder = transaction_source.folder()
+    for file in config.files:
+        if file.action == "report":
+            alerts.send("landing_ignored", f"landing file {file.name} left in place: {file.reason}",
+                        file=file.name, reason=file.reason, folder=str(folder.root))
+            continue
+        target = folder.reject(file.name, file.signature, file.reason)
+        if target is None:
+            context.log.info(f"{file.name} changed or went away since the sensor decided; left")
+            continue
+        alerts.send("landing_rejected", f"landing file {file.name} rejected: {file.reason}",
+                    file=file.name, reason=file.reason, moved_to=str(target))
+
+
+@dg.job(description="Rejects (or reports) the landing files landing_sensor will not ingest.")
+def landing_rejections_job():
+    reject_landing_files()
