@@ -46,7 +46,8 @@ class RequestGuard:
                                 " 'Authorization: Bearer <token>' (FRAUD_API_TOKEN)",
                                 ((b"www-authenticate", b"Bearer"),))
         headers = dict(scope["headers"])
-        media_type = headers.get(b"content-type", b"application/json").split(b";")[0].strip()
+        content_type = headers.get(b"content-type", b"application/json")
+        media_type = content_type.split(b";")[0].strip().lower()  # media types ignore case
         if scope["path"] in self.protected and media_type not in (b"application/json", b""):
             return await _reply(send, 415, f"send JSON (Content-Type: application/json),"
                                 f" not {media_type.decode(errors='replace')}")

@@ -282,12 +282,15 @@ GOOD_ROW = '"transaction_id": 1, "tx_datetime": "2025-03-15T14:03:07", "customer
         "2025-03-15 14:03:07", "2025-03-15t14:03:07", "2025-03-15T14:03:07.5",
         "2025-03-15T14:03:07.1234567", "2025-03-15T14:03", "2025-03-15T24:00:00",
         "2025-03-15T23:59:60", "2025-02-30T14:03:07", "2025-3-15T14:03:07", "2025-03-15T14:03:07Z",
-        "2025-03-15T14:03:07+01:00", "1742047387", "")),
+        "2025-03-15T14:03:07+01:00", "1742047387", "", "0000-01-01T00:00:00",
+        "1969-12-31T23:59:59", "1970-01-01T00:00:00", "2099-12-31T23:59:59.999999",
+        "2100-01-01T00:00:00")),
     *('{"transactions": [{%s}]}' % GOOD_ROW.replace('"customer_id": 2', bad) for bad in (
         '"customer_id": true', '"customer_id": 2.0', '"customer_id": "2"', '"customer_id": -2',
         '"customer_id": 9223372036854775808', '"customer_id": null', '"customer_id": [2]')),
     *('{"transactions": [{%s}]}' % GOOD_ROW.replace('"tx_amount": 12.5', bad) for bad in (
         '"tx_amount": 0', '"tx_amount": -0.0', '"tx_amount": -1', '"tx_amount": 1e400',
+        '"tx_amount": 1000000.0', '"tx_amount": 1000000.01', '"tx_amount": 3.5e38',
         '"tx_amount": NaN', '"tx_amount": Infinity', '"tx_amount": "12.5"', '"tx_amount": true')),
     '{"transactions": [{%s, "tx_fraud": 0}]}' % GOOD_ROW,
     '{"transactions": [{%s}]}' % GOOD_ROW.replace('"terminal_id": 3,', ""),

@@ -305,7 +305,8 @@ BAD_TRANSACTIONS = {
     "string_id": ({**GOOD, "terminal_id": "12"}, "terminal_id"),
     "float_id": ({**GOOD, "transaction_id": 1.5}, "transaction_id"),
     "negative_amount": ({**GOOD, "tx_amount": -5.0}, "tx_amount"),
-    "zero_amount": ({**GOOD, "tx_amount": 0}, "tx_amount"),
+    "amount_over_the_maximum": ({**GOOD, "tx_amount": 1_000_000.01}, "tx_amount"),
+    "amount_past_float32": ({**GOOD, "tx_amount": 3.5e38}, "tx_amount"),
     "negative_id": ({**GOOD, "customer_id": -1}, "customer_id"),
     "id_past_int64": ({**GOOD, "customer_id": 2**63}, "customer_id"),
     "not_a_timestamp": ({**GOOD, "tx_datetime": "yesterday"}, "tx_datetime"),
@@ -384,6 +385,14 @@ def test_a_body_that_is_not_json_gets_415(client):
     response = client.post("/predict", data={"transaction_id": "7"})  # a form
     assert response.status_code == 415
     assert_still_answers(client)
+
+
+@pytest.mark.parametrize("media_type", ["Application/JSON", "application/json; charset=UTF-8"])
+def test_media_types_are_read_whatever_their_case(client, media_type):
+    for path, body in (("/predict", good()), ("/predict_batch", {"transactions": [good()]})):
+        response = client.post(path, content=json.dumps(body),
+                               headers={"Content-Type": media_type})
+        assert response.status_code == 200, response.text
 
 
 def test_prediction_endpoints_need_the_token_when_one_is_set(server):

@@ -35,17 +35,23 @@ def reasons(frame: pl.DataFrame) -> dict[int, str]:
 @pytest.mark.parametrize(
     "amount, reason",
     [
-        (-3.5, "tx_amount is not positive"),
-        (0.0, "tx_amount is not positive"),
+        (-3.5, "tx_amount is negative"),
+        (1_000_000.01, "tx_amount over 1,000,000.00"),
+        (3.5e38, "tx_amount over 1,000,000.00"),
         (float("nan"), "tx_amount is NaN"),
         (float("inf"), "tx_amount is infinite"),
-        (float("-inf"), "tx_amount is infinite; tx_amount is not positive"),
+        (float("-inf"), "tx_amount is infinite; tx_amount is negative"),
         (None, "missing tx_amount"),
     ],
 )
 def test_quarantines_rows_with_bad_amounts(amount, reason):
     raw = with_value(raw_day(), 3, "tx_amount", amount)
     assert reasons(raw) == {raw["transaction_id"][3]: reason}
+
+
+def test_a_zero_amount_card_verification_is_a_valid_transaction():
+    raw = with_value(raw_day(), 3, "tx_amount", 0.0)
+    assert reasons(raw) == {}
 
 
 def test_quarantines_timestamps_outside_the_partition_day():
@@ -67,7 +73,7 @@ def test_a_valid_row_wins_over_an_invalid_duplicate():
     raw = with_value(raw, 5, "transaction_id", raw["transaction_id"][4])
     raw = with_value(raw, 4, "tx_amount", -1.0)
     split = split_transactions(raw)
-    assert split.quarantined["quarantine_reason"].to_list() == ["tx_amount is not positive"]
+    assert split.quarantined["quarantine_reason"].to_list() == ["tx_amount is negative"]
     assert raw["transaction_id"][4] in split.validated["transaction_id"].to_list()
 
 
@@ -139,7 +145,7 @@ def test_an_otherwise_invalid_row_keeps_its_own_reasons_too():
     got = reasons_of(split_transactions(raw, validated_elsewhere=earlier))
     assert got == {
         raw["transaction_id"][2]:
-            f"tx_amount is not positive; {DUPLICATE_ID} (validated on 2025-01-03)"
+            f"tx_amount is negative; {DUPLICATE_ID} (validated on 2025-01-03)"
     }
 
 

@@ -22,6 +22,10 @@ TRANSACTION_COLUMNS = (
     "tx_fraud_scenario",
 )
 REQUIRED_COLUMNS = ("transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount")
+MAX_AMOUNT = 1_000_000.0
+"""The largest amount a transaction may carry, in validation and in the API alike; the smallest
+is 0 (a card verification). Past it, XGBoost's float32 inputs would overflow near 3.4e38, and
+squared cents would overflow the features' int64 sums long before."""
 LABEL_COLUMNS = ("tx_fraud", "tx_fraud_scenario")
 
 POLARS_DTYPES: dict[str, pl.DataType] = {
@@ -65,20 +69,21 @@ class RawTransaction(pa.DataFrameModel):
 
 
 class ValidatedTransaction(pa.DataFrameModel):
-    """A transaction that passed every row rule: complete, positive finite amount, inside its day."""
+    """A transaction that passed every row rule: complete, a finite amount from 0 to
+    ``MAX_AMOUNT``, inside its day."""
 
     transaction_id: pl.Int64 = pa.Field(ge=0, unique=True)
     tx_datetime: pl.Datetime = pa.Field()
     customer_id: pl.Int64 = pa.Field(ge=0)
     terminal_id: pl.Int64 = pa.Field(ge=0)
-    tx_amount: pl.Float64 = pa.Field(gt=0, description="Positive and finite.")
+    tx_amount: pl.Float64 = pa.Field(ge=0, le=MAX_AMOUNT, description="From 0 to MAX_AMOUNT.")
     tx_fraud: pl.Int8 = pa.Field(isin=[0, 1], nullable=True, description="Null while unlabelled.")
     tx_fraud_scenario: pl.Int8 = pa.Field(ge=0, nullable=True)
 
     @pa.check("tx_amount", name="finite")
     @classmethod
     def amount_is_finite(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        # polars orders NaN above every number, so `gt=0` alone lets NaN and inf through.
+        # polars orders NaN above every number: keep the check explicit.
         return data.lazyframe.select(pl.col(data.key).is_finite())
 
     class Config:

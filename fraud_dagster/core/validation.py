@@ -9,7 +9,7 @@ import dataclasses
 
 import polars as pl
 
-from fraud_dagster.core.schema import REQUIRED_COLUMNS, TRANSACTION_COLUMNS
+from fraud_dagster.core.schema import MAX_AMOUNT, REQUIRED_COLUMNS, TRANSACTION_COLUMNS
 
 REASON = "quarantine_reason"
 DUPLICATE_ID = "duplicate transaction_id"
@@ -32,7 +32,9 @@ def _row_rules() -> list[pl.Expr]:
     rules += [
         pl.when(amount.is_nan()).then(pl.lit("tx_amount is NaN")),
         pl.when(amount.is_infinite()).then(pl.lit("tx_amount is infinite")),
-        pl.when(amount <= 0).then(pl.lit("tx_amount is not positive")),
+        pl.when(amount < 0).then(pl.lit("tx_amount is negative")),
+        pl.when(amount.is_finite() & (amount > MAX_AMOUNT)).then(
+            pl.lit(f"tx_amount over {MAX_AMOUNT:,.2f}")),
         pl.when(pl.col("transaction_id") < 0).then(pl.lit("transaction_id is negative")),
         pl.when(pl.col("customer_id") < 0).then(pl.lit("customer_id is negative")),
         pl.when(pl.col("terminal_id") < 0).then(pl.lit("terminal_id is negative")),

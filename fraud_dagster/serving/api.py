@@ -1,7 +1,7 @@
 """The prediction API's requests and responses: pydantic models, which are also its documentation.
 
 A request carries raw transactions with the validated schema's field names and rules (ids
-non-negative, amount positive and finite, a timestamp); labels are not accepted, since they are
+non-negative, amount from 0 to ``MAX_AMOUNT``, a timestamp in range); labels are not accepted, since they are
 unknown when a transaction is scored. Anything else is refused with the field named, before any
 scoring. Nothing here knows about BentoML, so the benchmark's plain FastAPI app uses the same
 models.
@@ -28,7 +28,7 @@ import polars as pl
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, NaiveDatetime
 
-from fraud_dagster.core.schema import REQUEST_DTYPES, REQUIRED_COLUMNS
+from fraud_dagster.core.schema import MAX_AMOUNT, REQUEST_DTYPES, REQUIRED_COLUMNS
 from fraud_dagster.serving.scoring import Scored, Scorer, transactions_frame
 from fraud_dagster.serving.store import FeatureStore, Refused
 
@@ -55,7 +55,8 @@ class Transaction(BaseModel):
     )
     customer_id: Id = Field(description="Non-negative integer; unknown customers have no history.")
     terminal_id: Id = Field(description="Non-negative integer; unknown terminals have no history.")
-    tx_amount: float = Field(gt=0, description="Positive and finite.")
+    tx_amount: float = Field(ge=0, le=MAX_AMOUNT,
+                             description=f"From 0 (a card verification) to {MAX_AMOUNT:,.2f}.")
 
 
 class BatchRequest(BaseModel):
@@ -150,7 +151,7 @@ class _PlainTransaction(msgspec.Struct, forbid_unknown_fields=True):
     tx_datetime: str
     customer_id: Annotated[int, msgspec.Meta(ge=0, le=_INT64_MAX)]
     terminal_id: Annotated[int, msgspec.Meta(ge=0, le=_INT64_MAX)]
-    tx_amount: Annotated[float, msgspec.Meta(gt=0)]  # JSON has no NaN; 1e400 is out of range
+    tx_amount: Annotated[float, msgspec.Meta(ge=0, le=MAX_AMOUNT)]  # JSON has no NaN
 
 
 class _PlainBatch(msgspec.Struct, forbid_unknown_fields=True):
