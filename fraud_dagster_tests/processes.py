@@ -107,6 +107,14 @@ class BentoServer:
         if self.process is not None:
             stop_group(self.process)
 
+    def exit_code(self, timeout: float = 300) -> int:
+        """Start the server and wait for it to exit (a start-up that must fail)."""
+        process = self.start()
+        try:
+            return process.wait(timeout=timeout)
+        finally:
+            self.stop()
+
     def kill(self) -> None:
         """SIGKILL to the server and its workers: no shutdown hook runs."""
         kill_tree(self.process)
