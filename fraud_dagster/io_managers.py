@@ -197,23 +197,37 @@ class DailyTables(dg.ConfigurableResource):
 
 
 class PickleIOManager(dg.ConfigurableIOManager):
-    """Python objects (a trained model) as ``<base_path>/<asset key>.pickle``, written atomically."""
+    """Python objects (a trained model) as ``<base_path>/<run id>/<asset key>.pickle``, written
+    atomically. Run-scoped: two runs at once never read each other's object. A step of the same
+    run reads its own run's file; one that did not make it (the asset materialised alone, a
+    re-execution from failure) reads the file of the asset's latest materialisation."""
 
     base_path: str
 
-    def _path(self, context: dg.InputContext | dg.OutputContext) -> UPath:
-        return UPath(self.base_path).joinpath(*context.asset_key.path).with_suffix(".pickle")
+    def _path(self, context: dg.InputContext | dg.OutputContext, run_id: str) -> UPath:
+        return (UPath(self.base_path) / run_id).joinpath(*context.asset_key.path).with_suffix(
+            ".pickle")
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
-        path = self._path(context)
+        path = self._path(context, context.run_id)
         write_atomically(path, lambda handle: pickle.dump(obj, handle, pickle.HIGHEST_PROTOCOL))
         context.add_output_metadata({"path": str(path)})
 
     def load_input(self, context: dg.InputContext):
-        path = self._path(context)
-        if not path.exists():
+        key = context.asset_key
+        upstream = context.upstream_output
+        # In a re-execution from failure, the run that made the upstream output.
+        run_id = getattr(upstream, "_run_id", None)
+        path = self._path(context, run_id) if run_id else None
+        instance = getattr(context, "_instance", None)
+        if (path is None or not path.exists()) and instance is not None:
+            event = instance.get_latest_materialization_event(key)
+            stored = event and event.asset_materialization.metadata.get("path")
+            if stored is not None:
+                path = UPath(stored.value)
+        if path is None or not path.exists():
             raise FileNotFoundError(
-                f"{path} does not exist: materialise {context.asset_key.to_user_string()} first"
+                f"{path} does not exist: materialise {key.to_user_string()} first"
             )
         with path.open("rb") as handle:
             return pickle.load(handle)

@@ -11,6 +11,14 @@ ingest_job = dg.define_asset_job(
     " days, in one run.",
 )
 
+RETRAIN_TAGS = {
+    # dagster.yaml's tag_concurrency_limits: one retrain at a time (queued runs).
+    "fraud/exclusive": "retrain",
+    # run_retries retries a crashed or killed retrain, never one whose step failed: that one
+    # fails the same way again (a refused challenger is a successful run, not a failure).
+    "dagster/retry_on_asset_or_op_failure": "false",
+}
+
 retrain_job = dg.define_asset_job(
     "retrain_job",
     selection=dg.AssetSelection.groups("model"),
@@ -18,6 +26,7 @@ retrain_job = dg.define_asset_job(
     " promote it when it wins.",
     # Marks the MLflow run FAILED when a step fails (the resource ends it either way).
     hooks={end_mlflow_on_run_finished},
+    tags=RETRAIN_TAGS,
 )
 
 daily_job = dg.define_asset_job(

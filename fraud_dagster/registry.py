@@ -138,6 +138,24 @@ def promote(client: MlflowClient, version: str) -> None:
     client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, version)
 
 
+def promote_if_champion_is(client: MlflowClient, version: str, expected: str | None
+                           ) -> tuple[bool, str | None]:
+    """Compare-and-set of the champion alias: ``version`` becomes champion only if the alias
+    still points at ``expected`` (None: no champion), the version the evaluation compared with.
+    Returns (promoted, the champion found).
+
+    MLflow has no conditional alias update, so this re-reads the alias right before setting it:
+    a promotion made by another run during the evaluation (minutes) is never overwritten, but
+    two promotions within the milliseconds between the re-read and the write are not excluded.
+    ``retrain_job`` runs one at a time (dagster.yaml), which leaves that window only to runs
+    started outside the queue (``execute_in_process``, another tool)."""
+    current = alias_version(client, CHAMPION)
+    if current != expected:
+        return False, current
+    promote(client, version)
+    return True, current
+
+
 def log_png(client: MlflowClient, run_id: str, png: bytes, name: str) -> None:
     """Attach a picture to a (possibly finished) run."""
     with tempfile.TemporaryDirectory() as folder:

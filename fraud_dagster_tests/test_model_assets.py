@@ -114,9 +114,14 @@ def test_a_worse_challenger_is_not_promoted_and_the_check_says_why(pipeline):
     )
     check = check_result(result)
     assert not check.passed
-    assert not result.success  # a refusal fails the run on purpose: it shows in the UI
-    assert check.severity == dg.AssetCheckSeverity.ERROR
+    # A refusal is the rule working: the run succeeds (nothing to retry), the check says why
+    # with severity WARN, and bento_model exports nothing.
+    assert result.success
+    assert metadata["refused"] is True
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["refused"].value is True
     assert "champion v1" in check.description and "<= required 0.0" in check.description
+    assert result.asset_materializations_for_node("bento_model") == []
 
 
 def test_a_challenger_that_wins_by_less_than_the_required_gain_is_not_promoted(pipeline):
@@ -124,5 +129,75 @@ def test_a_challenger_that_wins_by_less_than_the_required_gain_is_not_promoted(p
     result = retrain(defs, instance, ["xgboost"], min_gain=0.5)
     client = client_for(data_dir)
     assert registry.alias_version(client, "champion") == "1"
-    assert not check_result(result).passed
+    assert result.success and not check_result(result).passed
     assert "required 0.5" in check_result(result).description
+
+
+def test_each_refusal_is_one_alert_and_no_failure(pipeline):
+    """The two refusals above: one alert line each, no failed run, no failed blocking check."""
+    from fraud_dagster.alerts import read_alerts
+    from fraud_dagster.sensors import check_failure_alerts
+
+    defs, instance, data_dir = pipeline
+    alerts_file = data_dir / "alerts" / "alerts.jsonl"
+    sink = defs.resources["alerts"]
+    check_failure_alerts(dg.build_sensor_context(instance=instance, definitions=defs,
+                                                 resources={"alerts": sink}))
+    alerts = read_alerts(alerts_file)
+    assert [a["kind"] for a in alerts] == ["challenger_refused", "challenger_refused"]
+    assert [a["challenger_version"] for a in alerts] == ["2", "3"]
+    assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in instance.get_runs())
+
+
+def test_promotion_is_refused_when_the_champion_moved_during_the_evaluation(pipeline, monkeypatch):
+    """Another run promotes v2 while this evaluation scores against v1: the compare-and-set on
+    the champion alias refuses, v2 stays champion."""
+    from fraud_dagster.assets import model as model_assets
+
+    defs, instance, data_dir = pipeline
+    client = client_for(data_dir)
+    load_version = registry.load_version
+
+    def load_and_let_another_run_promote(client_, version):
+        loaded = load_version(client_, version)
+        registry.promote(client_, "2")
+        return loaded
+
+    monkeypatch.setattr(model_assets.registry, "load_version", load_and_let_another_run_promote)
+    result = retrain(defs, instance, ["xgboost"], min_gain=-1.0)  # would win against v1
+    monkeypatch.undo()
+    assert result.success
+    metadata = evaluation_metadata(result)
+    assert metadata["promoted"] is False and metadata["refused"] is True
+    assert "the champion moved from v1 to v2" in metadata["reason"]
+    assert registry.alias_version(client, "champion") == "2"
+    registry.promote(client, "1")
+
+
+def test_two_runs_at_once_each_read_their_own_model(tmp_path):
+    """Two retrain_jobs at once (a drift backfill launches two): each model_evaluation loads the
+    fraud_model of its own run, not the one the other run wrote last."""
+    from fraud_dagster.io_managers import PickleIOManager
+
+    manager = PickleIOManager(base_path=str(tmp_path / "models"))
+    key = dg.AssetKey("fraud_model")
+    outputs = {run: dg.build_output_context(asset_key=key, run_id=run) for run in ("run-a", "run-b")}
+    manager.handle_output(outputs["run-a"], "model of run a")
+    manager.handle_output(outputs["run-b"], "model of run b")  # the other run writes later
+    for run, output in outputs.items():
+        loaded = manager.load_input(dg.build_input_context(asset_key=key, upstream_output=output))
+        assert loaded == f"model of {run.replace('-', ' ')}"
+
+
+def test_retrain_job_runs_one_at_a_time_and_retries_only_crashes():
+    from pathlib import Path
+
+    import yaml
+
+    from fraud_dagster.definitions import defs
+
+    tags = defs.resolve_job_def("retrain_job").tags
+    assert tags["dagster/retry_on_asset_or_op_failure"] == "false"
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
+    limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert {"key": "fraud/exclusive", "value": tags["fraud/exclusive"], "limit": 1} in limits

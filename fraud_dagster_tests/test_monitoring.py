@@ -103,4 +103,4 @@ def test_drifted_days_trigger_exactly_one_retrain(project):
     promoted = evaluation.metadata["promoted"].value
     champion_after = registry.alias_version(client_for(data_dir), "champion")
     assert champion_after == ("2" if promoted else champion_before)
-    assert result.success == promoted  # a refusal fails the blocking check
+    assert result.success  # a refusal is a successful run whose WARN check says why

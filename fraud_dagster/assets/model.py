@@ -14,6 +14,7 @@ import polars as pl
 from dagster_mlflow.resources import MlFlow
 
 from fraud_dagster import registry
+from fraud_dagster.alerts import AlertSink
 from fraud_dagster.core import plots
 from fraud_dagster.core.drift import reference_sample
 from fraud_dagster.core.metrics import ThresholdObjective, evaluation_metrics, per_day_table
@@ -142,6 +143,10 @@ class EvaluationConfig(dg.Config):
     by more than this."""
 
 
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "no champion"
+
+
 def _curve(scored: pl.DataFrame):
     return scored["tx_fraud"].to_numpy(), scored["score"].to_numpy()
 
@@ -157,9 +162,10 @@ def _scored(frame: pl.DataFrame, scores) -> pl.DataFrame:
     group_name="model",
     kinds={"mlflow"},
     check_specs=[dg.AssetCheckSpec(
-        "new_model_is_champion", asset="model_evaluation", blocking=True,
+        "new_model_is_champion", asset="model_evaluation",
         description="The evaluated model is the champion: it beat the previous one (or there was"
-        " none). When not, the description says why and nothing downstream is re-exported.",
+        " none). When not (severity WARN: a refusal is the rule working, the run succeeds), the"
+        " description says why and bento_model re-exports nothing.",
     )],
 )
 def model_evaluation(
@@ -167,6 +173,7 @@ def model_evaluation(
     config: EvaluationConfig,
     daily_tables: DailyTables,
     mlflow: dg.ResourceParam[MlFlow],
+    alerts: AlertSink,
     fraud_model: TrainedModel,
 ):
     """The new model on its held-out test window next to the current champion on the same days;
@@ -205,7 +212,18 @@ def model_evaluation(
             f" gain {gain:+.4f} {'>' if promoted else '<='} required {config.min_average_precision_gain}"
         )
     if promoted:
-        registry.promote(client, challenger_version)
+        # Compare-and-set: refuse if another run moved the champion since it was read above.
+        promoted, found = registry.promote_if_champion_is(client, challenger_version,
+                                                          champion_version)
+        if not promoted:
+            reason = (f"the champion moved from {_v(champion_version)} to {_v(found)} while"
+                      f" v{challenger_version} was evaluated (another run promoted it): not"
+                      f" promoted; its figures were {reason}")
+    refused = not promoted and not already_champion
+    if refused:
+        alerts.send("challenger_refused", f"fraud_model v{challenger_version} not promoted: {reason}",
+                    challenger_version=challenger_version, champion_version=champion_version,
+                    run_id=context.run.run_id, test_window=str(window))
     context.log.info(f"v{challenger_version} {'promoted' if promoted else 'not promoted'}: {reason}")
 
     pictures = {
@@ -228,6 +246,7 @@ def model_evaluation(
             "challenger_version": challenger_version,
             "champion_version": challenger_version if promoted else (champion_version or ""),
             "promoted": promoted,
+            "refused": refused,
             "reason": reason,
             "comparison": dg.MetadataValue.md(markdown_table(
                 pl.DataFrame([{"model": who, **m} for who, m in compared.items()]))),
@@ -237,9 +256,9 @@ def model_evaluation(
     )
     yield dg.AssetCheckResult(
         check_name="new_model_is_champion",
-        passed=promoted or already_champion,
-        severity=dg.AssetCheckSeverity.ERROR,
+        passed=not refused,
+        severity=dg.AssetCheckSeverity.WARN,
         description=reason,
         metadata={"challenger_version": challenger_version,
-                  "champion_version": champion_version or ""},
+                  "champion_version": champion_version or "", "refused": refused},
     )

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -57,6 +58,7 @@ def _state_date(instance: dg.DagsterInstance, config: BentoModelConfig) -> dt.da
     deps=["model_evaluation", FEATURE_STATE],
     group_name="model",
     kinds={"bentoml"},
+    output_required=False,  # nothing is re-exported after a refused challenger
 )
 def bento_model(
     context: dg.AssetExecutionContext,
@@ -64,13 +66,22 @@ def bento_model(
     daily_tables: DailyTables,
     mlflow: dg.ResourceParam[MlFlow],
     bento_store: BentoStore,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult]:
     """The MLflow ``champion`` in the BentoML model store as ``fraud_model``: its pipeline,
     threshold and feature list, the ``feature_state`` of one day, the library versions, and labels
     naming its Dagster run, MLflow run, registered version and training window.
 
-    Runs after ``model_evaluation``, whose blocking check stops it when no model was promoted."""
+    Runs after ``model_evaluation``; when this run's evaluation refused its challenger the
+    champion is unchanged and nothing is exported (no materialisation, the step succeeds)."""
     import bentoml
+
+    evaluation = context.instance.get_latest_materialization_event(dg.AssetKey("model_evaluation"))
+    if evaluation is not None and evaluation.run_id == context.run.run_id:
+        refused = evaluation.asset_materialization.metadata.get("refused")
+        if refused is not None and refused.value:
+            context.log.info("model_evaluation refused the challenger: the champion is"
+                             " unchanged, nothing re-exported")
+            return
 
     client = mlflow.tracking_client
     version = registry.alias_version(client, registry.CHAMPION)
@@ -107,7 +118,7 @@ def bento_model(
         model.info.metadata.update({k: v for k, v in info.items() if v is not None})
     context.log.info(f"exported champion v{champion.version} with the state of {day}"
                      f" as {model.tag}")
-    return dg.MaterializeResult(metadata={
+    yield dg.MaterializeResult(metadata={
         "bentoml_tag": str(model.tag),
         "model_store": bento_store.home,
         "state_date": day.isoformat(),
