@@ -345,13 +345,13 @@ class RedisServer:
         stop_group(self.process, timeout=30)
 
 
-def start_fastapi(model_dir: Path, port: int, log: Path) -> subprocess.Popen:
+def start_fastapi(model_dir: Path, port: int, log: Path, max_batch: int) -> subprocess.Popen:
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, __file__, "fastapi", "--model-dir", str(model_dir),
              "--port", str(port)],
-            env={**os.environ, **SERVER_ENV}, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            env={**os.environ, **SERVER_ENV, "FRAUD_MAX_BATCH_SIZE": str(max_batch)},
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def fastapi_app(model_dir: Path):
@@ -581,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
             empty_state_dir = tmp / "no_feature_state"
             empty_state_dir.mkdir()
             measured = {}
+            max_batch = max(stream.rows, 10_000)
             servers = [
                 ("bentoml", {}, CONCURRENCY, True),
                 ("fastapi", None, CONCURRENCY, True),
@@ -594,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
                 log = tmp / f"{name}.log"
                 if env is None:
                     port = free_port()
-                    process = start_fastapi(model_dir, port, log)
+                    process = start_fastapi(model_dir, port, log, max_batch)
                     stop = functools.partial(stop_group, process)
                     try:
                         wait_ready(f"http://127.0.0.1:{port}/ready", process,
@@ -606,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
                     server = BentoServer(
                         home, tmp / f"{name}_data", log,
                         FRAUD_FEATURE_STATE_DIR=str(empty_state_dir),
-                        FRAUD_MAX_BATCH_SIZE=str(max(stream.rows, 10_000)),
+                        FRAUD_MAX_BATCH_SIZE=str(max_batch),
                         FRAUD_REDIS_URL=redis_server.url, **env)
                     server.start()
                     port, stop = server.port, server.stop
