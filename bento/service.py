@@ -19,7 +19,6 @@ default the project's ``data/``), ``FRAUD_MODEL_TAG`` (default ``fraud_model:lat
 
 from __future__ import annotations
 
-import datetime as dt
 import gc
 import logging
 import os
@@ -54,7 +53,7 @@ from fraud_dagster.serving.api import (  # noqa: E402
 )
 from fraud_dagster.serving.live import Live  # noqa: E402
 from fraud_dagster.serving.microbatch import MicroBatcher  # noqa: E402
-from fraud_dagster.serving.prediction_log import PredictionLog  # noqa: E402
+from fraud_dagster.serving.prediction_log import PredictionLog, scored_rows  # noqa: E402
 from fraud_dagster.serving.scoring import Scored, Scorer, transactions_frame  # noqa: E402
 from fraud_dagster.serving.store import STORES, Refused, open_store  # noqa: E402
 
@@ -157,13 +156,7 @@ class FraudService:
     def _log(self, scored: Scored, scorer: Scorer) -> None:
         """Called in the scoring thread before the answers exist: a prediction is only handed
         back once its row is written, and a failed write fails the requests (500)."""
-        n = scored.height
-        self.log.append(scored.features.frame.hstack([
-            pl.Series("fraud_probability", scored.probability),
-            pl.Series("is_fraud", scored.is_fraud),
-            pl.repeat(scorer.model_version, n, eager=True).alias("model_version"),
-            pl.repeat(dt.datetime.now(dt.timezone.utc), n, eager=True).alias("scored_at"),
-        ]))
+        self.log.append(scored_rows(scored, scorer.model_version))
 
     # Answers are serialised from polars frames (predictions_frame): through pydantic models, a
     # 10,000-row batch costs more than scoring it. The models still document the API.

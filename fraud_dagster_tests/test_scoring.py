@@ -2,7 +2,9 @@
 (the prediction log has its own tests, test_prediction_log.py)."""
 
 import asyncio
+import dataclasses
 import datetime as dt
+import itertools
 import json
 import subprocess
 import sys
@@ -19,7 +21,7 @@ from fraud_dagster.core.schema import REQUIRED_COLUMNS
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
 from fraud_dagster.core.training import CandidateSettings, make_pipeline
 from fraud_dagster.serving.api import (
-    Answered, ScoringJob, answer_jobs, batch_body, facts, prediction_body)
+    SMALL_ANSWER_ROWS, Answered, ScoringJob, answer_jobs, batch_body, facts, prediction_body)
 from fraud_dagster.serving.microbatch import MicroBatcher
 from fraud_dagster.serving.scoring import Scorer, save_model_dir
 from fraud_dagster.serving.store import Features, MemoryStore
@@ -166,7 +168,7 @@ def as_rows(answer) -> list[dict]:
     return answer.to_dicts() if isinstance(answer, pl.DataFrame) else answer
 
 
-@pytest.mark.parametrize("n", [7, 40])  # answers as Python rows, and as frames
+@pytest.mark.parametrize("n", [7, SMALL_ANSWER_ROWS + 20])  # answers as rows, and as frames
 def test_jobs_scored_together_get_their_own_rows_and_features_if_asked(history, tmp_path, n):
     scorer = scorer_for("xgboost+none", history, tmp_path)
     rows = history[2].select(REQUIRED_COLUMNS).head(n)
@@ -195,6 +197,26 @@ def test_a_refused_request_fails_alone_and_its_neighbours_are_scored(history, tm
     assert results[0].errors[0]["loc"] == ["transactions", 0, "transaction_id"]
     assert results[3].errors[0]["loc"] == ["transactions", 0, "tx_datetime"]
     assert store.info().transactions_applied == 4
+    [alone] = answer_jobs(scorer, store, [ScoringJob(rows[1:2])])
+    assert alone == store.refusal(rows[1:2], set()) and alone.status == 409
+
+
+def test_a_requests_logged_rows_are_those_of_its_frame(history, tmp_path):
+    """A few rows are logged as a record batch built in Arrow, many through their frame: the
+    same columns, types and values, so one day's file takes both."""
+    from fraud_dagster.serving.prediction_log import _record_batch, scored_rows
+
+    scorer = scorer_for("xgboost+none", history, tmp_path)
+    features, _ = store_for(history[1]).score_features(
+        history[2].select(REQUIRED_COLUMNS).head(5), feature_rows=16)
+    scored = scorer.score(features)
+    few = scored_rows(scored, "3")
+    as_frame = dataclasses.replace(scored, features=Features(
+        features.transactions, features.values, features.frame))
+    many = _record_batch(scored_rows(as_frame, "3"))
+    assert few.schema.equals(many.schema, check_metadata=True)
+    assert few.drop_columns(["scored_at"]).equals(many.drop_columns(["scored_at"]))
+    assert few.column("scored_at").type == many.column("scored_at").type
 
 
 @pytest.mark.parametrize("candidate", ["xgboost+none", "random_forest+none"])
@@ -203,9 +225,9 @@ def test_answers_as_rows_and_as_frames_are_the_same_json(history, tmp_path, cand
 
     scorer = scorer_for(candidate, history, tmp_path)
     scored = scorer.score(as_features(history[2].head(20), history[1]))
-    day = DAY - dt.timedelta(days=1)
-    model = facts(scorer, day)
-    for include_features in (False, True):
+    for day, include_features in itertools.product(
+            (DAY - dt.timedelta(days=1), DAY - dt.timedelta(days=4), None), (False, True)):
+        model = facts(scorer, day)
         frame = predictions_frame(scored, day, include_features)
         rows = prediction_rows(scored, day, include_features)
         assert rows == frame.to_dicts()

@@ -99,8 +99,9 @@ def test_an_older_or_the_same_state_is_not_loaded_again(days, open_store):
     assert store.info().state_date == DAY
 
 
+@pytest.mark.parametrize("feature_rows", [16, 1])  # plain Python, and checked in columns
 def test_duplicates_and_transactions_of_the_states_day_are_refused_and_nothing_is_applied(
-        days, open_store):
+        days, open_store, feature_rows):
     store = open_store()
     store.load_state(days["state"][DAY - ONE])
     rows = days["rows"][DAY]
@@ -112,7 +113,7 @@ def test_duplicates_and_transactions_of_the_states_day_are_refused_and_nothing_i
     }
     for status, request in cases.items():
         with pytest.raises(Refused) as refused:
-            store.score_features(request, 16)
+            store.score_features(request, feature_rows)
         assert refused.value.status == status
         field = "transaction_id" if status == 409 else "tx_datetime"
         assert [e["loc"] for e in refused.value.errors] == [["transactions", 1, field]]
@@ -148,3 +149,17 @@ def test_a_day_past_the_states_next_is_scored_from_it_as_features_for_day_define
     served, state_date = store.score_features(rows, 16)
     assert state_date == DAY - ONE
     assert served.frame.equals(features_for_day(rows, days["state"][DAY - ONE]))
+
+
+def test_a_lagging_batch_sees_the_journal_days_it_needs_and_no_other(days, open_store):
+    """Transactions of two days after the state's, on top of a journal of the day before them
+    and of the day before that: the journal's days that features_for_day never pairs with them
+    make no difference."""
+    store = open_store()
+    store.load_state(days["state"][DAY - ONE])
+    serve(store, days["rows"][DAY], 40)
+    serve(store, days["rows"][DAY + ONE].head(100), 40)
+    rows = days["rows"][DAY + 2 * ONE].head(300)
+    served, _ = store.score_features(rows, 16)
+    journal = pl.concat([days["rows"][DAY], days["rows"][DAY + ONE].head(100)])
+    assert served.frame.equals(features_for_day(rows, days["state"][DAY - ONE], journal))

@@ -26,9 +26,12 @@ from fraud_dagster.core.features import (
     CUSTOMER_STATE,
     EVENT_COLUMNS,
     TERMINAL_STATE,
+    amount_cents,
     features_for_day,
+    microseconds,
     online_features,
 )
+from fraud_dagster.core.schema import REQUIRED_COLUMNS
 from fraud_dagster.serving.store import (
     FeatureStore,
     Refused,
@@ -143,8 +146,30 @@ def _micros(column: pl.Series) -> np.ndarray:
     return column.dt.epoch("us").to_numpy()
 
 
+_PLAIN_ROWS = 256
+"""Up to this many transactions, ``_script_args`` builds them in plain Python: for one row, the
+polars expressions cost 0.5 ms, more than the round trip to Redis."""
+
+
+def _newest_micros(transactions: pl.DataFrame) -> int:
+    if transactions.height <= _PLAIN_ROWS:
+        return max(microseconds(when) for when in transactions.get_column("tx_datetime"))
+    return int(_micros(transactions["tx_datetime"]).max())
+
+
 def _script_args(transactions: pl.DataFrame) -> list:
     """Per transaction: id, day, the day before, customer, terminal, its packed event."""
+    if transactions.height <= _PLAIN_ROWS:
+        if transactions.columns != list(REQUIRED_COLUMNS):
+            transactions = transactions.select(REQUIRED_COLUMNS)
+        args = []
+        for transaction_id, when, customer, terminal, amount in transactions.rows():
+            day = when.date()
+            args += [transaction_id, day.isoformat(), (day - dt.timedelta(days=1)).isoformat(),
+                     customer, terminal,
+                     _EVENT.pack(transaction_id, microseconds(when), amount_cents(amount),
+                                 terminal)]
+        return args
     events = as_events(transactions)
     days = events.get_column("tx_datetime").dt.date()
     before = (days - dt.timedelta(days=1)).cast(pl.String).to_list()
@@ -238,7 +263,7 @@ class RedisStore(FeatureStore):
         status, state, out = self._run("score", transactions)
         if status == "refused":
             raise self._refused(transactions, state, out)
-        self._newest(args=[self.prefix, int(_micros(transactions["tx_datetime"]).max())])
+        self._newest(args=[self.prefix, _newest_micros(transactions)])
         views = [out[i:i + 4] for i in range(0, len(out), 4)]
         if transactions.height > feature_rows:
             return Features.from_frame(transactions, self._frame_features(transactions, views)), state

@@ -18,7 +18,6 @@ import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
-import os
 import pickle
 import platform
 from pathlib import Path
@@ -35,7 +34,7 @@ STATE_FILE = "feature_state.parquet"
 INFO_FILE = "serving.json"
 TOP_CONTRIBUTIONS = 5
 PARALLEL_ROWS = 1_000
-"""Batches of at least this many rows are scored on ``batch_threads`` threads."""
+"""Batches of at least this many rows are scored on ``batch_threads`` threads (default 1)."""
 LIBRARIES = ("polars", "numpy", "scikit-learn", "imbalanced-learn", "xgboost", "pandera")
 
 
@@ -163,17 +162,15 @@ class Scorer:
                            if info.get("state_date") else None)
         """The day of the bundled state."""
         self.classifier = pipeline.steps[-1][1]
-        if type(self.classifier).__name__ == "XGBClassifier":
-            # What its predict_proba returns for the fraud class, without the sklearn wrapper's
-            # per-call configuration contexts (a third of a single row's scoring time).
-            booster = self.classifier.get_booster()
-            self._probability = lambda z: booster.inplace_predict(z, validate_features=False)
-        else:
-            self._probability = lambda z: self.classifier.predict_proba(z)[:, 1]
-        # Requests are scored one micro-batch at a time: a thread pool per prediction only adds
-        # hand-offs for a few rows (XGBoost with all threads is 30x slower on one row), but a
-        # large batch's contributions take a third less time on two threads than on one.
-        self.batch_threads = batch_threads or os.cpu_count() or 1
+        self._booster = (self.classifier.get_booster()
+                         if type(self.classifier).__name__ == "XGBClassifier" else None)
+        # Requests are scored one micro-batch at a time, on one thread unless ``batch_threads``
+        # says otherwise: a thread pool per prediction only adds hand-offs for a few rows
+        # (XGBoost with all threads is 30x slower on one row), and on this project's two shared
+        # cores a whole day's batch took 91-98 ms on two OpenMP threads against 50-52 ms on one
+        # (2026-12-01, load 2-3: the DMatrix alone 23-28 ms against 3-4; threads that wait for a
+        # descheduled sibling spin).
+        self.batch_threads = batch_threads or 1
         self._threads = 0
         self._use_threads(1)
         # Exact TreeSHAP costs ~0.5 ms a row for the default 100 trees (a 10,000-row batch: 5 s);
@@ -219,17 +216,25 @@ class Scorer:
                 x = step.transform(x)
         return x
 
-    def _contributions(self, z: np.ndarray) -> np.ndarray | None:
-        """Per-feature log-odds contributions for the classifier's input ``z``."""
-        if self.contribution_kind == "none":
-            return None
-        if self.contribution_kind == "linear":
-            return z * self.classifier.coef_[0]
-        import xgboost
+    def _predict(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The fraud class's probability and the per-feature log-odds contributions (None when
+        the model has none) for the classifier's input ``z``."""
+        if self._booster is not None:
+            # What XGBClassifier.predict_proba returns for the fraud class (the same bits, tested),
+            # from the one DMatrix the contributions need anyway: building it costs more than
+            # predicting a row, and the sklearn wrapper's per-call configuration contexts were a
+            # third of a single row's scoring time.
+            import xgboost
 
-        matrix = xgboost.DMatrix(z, nthread=self._threads)
-        return self.classifier.get_booster().predict(
-            matrix, pred_contribs=True, approx_contribs=not self.exact_contributions)[:, :-1]
+            matrix = xgboost.DMatrix(z, nthread=self._threads)
+            probability = self._booster.predict(matrix, validate_features=False)
+            return probability, self._booster.predict(
+                matrix, pred_contribs=True, approx_contribs=not self.exact_contributions,
+                validate_features=False)[:, :-1]
+        probability = self.classifier.predict_proba(z)[:, 1]
+        if self.contribution_kind == "linear":
+            return probability, z * self.classifier.coef_[0]
+        return probability, None
 
     def score(self, features: Features) -> Scored:
         """Score transactions' features."""
@@ -240,10 +245,9 @@ class Scorer:
         self._use_threads(self.batch_threads if len(x) >= PARALLEL_ROWS else 1)
         # What the pipeline's predict_proba does (resampling skipped), without its per-call
         # overhead, which is most of the time on a single row.
-        z = self._classifier_input(x)
-        probability = self._probability(z)
+        probability, contributions = self._predict(self._classifier_input(x))
         return Scored(features, names, x, probability, probability >= self.threshold,
-                      self._contributions(z))
+                      contributions)
 
 
 def bundled_state(folder: Path | str) -> pl.DataFrame:

@@ -251,15 +251,13 @@ class MemoryStore(FeatureStore):
 
     def score_features(self, transactions: pl.DataFrame, feature_rows: int
                        ) -> tuple[Features, dt.date | None]:
+        if transactions.height > feature_rows:
+            return self._score_frame(transactions)
         rows = list(transactions.iter_rows())
         with self._lock:
             refused = refusal_of(rows, self.state_date, self._ids.__contains__)
             if refused is not None:
                 raise refused
-            if len(rows) > feature_rows:
-                features = Features.from_frame(transactions, self._frame_features(transactions))
-                self._apply(rows)
-                return features, self.state_date
             self._apply(rows)
             values = [
                 online_features(when, amount, self._customers.get(customer),
@@ -269,6 +267,37 @@ class MemoryStore(FeatureStore):
             state_date = self.state_date
         return Features(transactions, np.array(values, dtype=np.float64)), state_date
 
+    def _score_frame(self, transactions: pl.DataFrame) -> tuple[Features, dt.date | None]:
+        """``score_features`` for many rows: checked, computed and applied in whole columns (a
+        loop over a 10,000-row batch's rows cost as much as its features)."""
+        ids = transactions.get_column("transaction_id")
+        events = as_events(transactions).cast(_EVENT_SCHEMA)
+        with self._lock:
+            stale = (self.state_date is not None and bool(
+                (transactions.get_column("tx_datetime").dt.date() <= self.state_date).any()))
+            if stale or ids.is_duplicated().any() or not self._ids.isdisjoint(ids.to_list()):
+                refused = refusal_of(list(transactions.iter_rows()), self.state_date,
+                                     self._ids.__contains__)
+                if refused is not None:
+                    raise refused
+            features = Features.from_frame(transactions, self._frame_features(transactions))
+            self._apply_events(events)
+            return features, self.state_date
+
+    def _apply_events(self, events: pl.DataFrame) -> None:
+        """``_apply`` for transactions given as ``as_events`` rows."""
+        self._journal = pl.concat([self._journal_frame(), events])  # after the pending rows
+        micros = events.get_column("tx_datetime").dt.epoch("us")
+        ids = events.get_column("transaction_id").to_list()
+        self._ids.update(ids)
+        for customer, when, amount, terminal in zip(
+                events.get_column("customer_id").to_list(), micros.to_list(),
+                events.get_column("tx_cents").to_list(), events.get_column("terminal_id").to_list()):
+            self._events.setdefault(customer, []).append((when, amount, terminal))
+        newest = micros.max()
+        if newest is not None and (self._newest is None or newest > self._newest):
+            self._newest = newest
+
     def _frame_features(self, transactions: pl.DataFrame) -> pl.DataFrame:
         customers = transactions.get_column("customer_id").unique().implode()
         terminals = transactions.get_column("terminal_id").unique().implode()
@@ -276,7 +305,12 @@ class MemoryStore(FeatureStore):
         state = self._state.filter(
             ((entity == "terminal") & pl.col("terminal_id").is_in(terminals))
             | ((entity != "terminal") & pl.col("customer_id").is_in(customers)))
-        earlier = self._journal_frame().filter(pl.col("customer_id").is_in(customers))
+        # features_for_day only pairs a transaction with its customer's of the same day and the
+        # day before: the journal's other days (a pipeline days late) would only be joined away.
+        days = transactions.get_column("tx_datetime").dt.date().unique()
+        days = pl.concat([days, days - dt.timedelta(days=1)]).unique().implode()
+        earlier = self._journal_frame().filter(
+            pl.col("customer_id").is_in(customers), pl.col("tx_datetime").dt.date().is_in(days))
         return features_for_day(transactions, state, earlier)
 
     def info(self) -> StoreInfo:
