@@ -32,7 +32,7 @@ from fraud_dagster_tests.processes import BentoServer
 FIRST, STATE_DAY = dt.date(2025, 1, 1), dt.date(2025, 2, 28)
 REPLAY = [STATE_DAY + dt.timedelta(days=i) for i in (1, 2, 3)]
 FAST = {"models": ["xgboost"], "balancing": ["none"], "validation_folds": 2}
-SIZES = itertools.cycle([1, 3, 16, 17, 250])  # plain-Python and polars paths, in turn
+SIZES = itertools.cycle([1, 3, 17, 256, 257, 600])  # plain-Python and polars paths, in turn
 
 
 @dataclasses.dataclass
