@@ -270,7 +270,8 @@ class DriftPolicy(dg.ConfigurableResource):
     " thresholds: one run per trigger, then a cooldown.",
 )
 def drift_sensor(
-    context: dg.SensorEvaluationContext, drift_policy: DriftPolicy, daily_tables: DailyTables
+    context: dg.SensorEvaluationContext, drift_policy: DriftPolicy, daily_tables: DailyTables,
+    alerts: AlertSink,
 ):
     """Reads every drift_report materialisation since its cursor (an ``@asset_sensor`` would see
     only the newest per tick, and a backfill makes many at once), in order."""
@@ -282,7 +283,20 @@ def drift_sensor(
     days = sorted({record.partition_key for record in result.records if record.partition_key})
     if not days:
         return
-    reports = daily_tables.read_days(DRIFT_REPORT, [dt.date.fromisoformat(d) for d in days])
+    reports, missing = daily_tables.read_existing_days(
+        DRIFT_REPORT, [dt.date.fromisoformat(d) for d in days])
+    if missing:
+        # A report file deleted (or moved) after it was materialised: say so once and go on
+        # with the others; the cursor moves past it (re-materialise the day to judge it).
+        alerts.send(
+            "drift_report_missing",
+            f"drift_sensor: the drift_report file of {len(missing)} day(s) is missing, not judged:"
+            f" {', '.join(d.isoformat() for d in missing[:10])}",
+            days=[d.isoformat() for d in missing],
+        )
+    if reports.height == 0:
+        context.update_cursor(json.dumps({"events": result.cursor, "last_trigger_day": last_trigger}))
+        return
     for report in reports.sort("day").iter_rows(named=True):
         reason = drift_policy.reason(report)
         day = report["day"]

@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 
 from fraud_dagster import registry
+from fraud_dagster.alerts import AlertSink, read_alerts
 from fraud_dagster.definitions import local_resources, make_definitions
 from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.partitions import partition_range_tags
@@ -54,7 +55,8 @@ def evaluate_sensor(instance, data_dir, cursor=None):
         instance=instance,
         cursor=cursor,
         resources={"drift_policy": POLICY,
-                   "daily_tables": DailyTables(base_path=str(data_dir / "assets"))},
+                   "daily_tables": DailyTables(base_path=str(data_dir / "assets")),
+                   "alerts": AlertSink(alerts_file=str(data_dir / "alerts" / "alerts.jsonl"))},
     )
     requests = list(drift_sensor(context) or [])
     return requests, context.cursor
@@ -74,6 +76,54 @@ def test_clean_days_get_drift_reports_and_do_not_trigger(project):
     assert html.read_text().lstrip().lower().startswith("<!doctype html") or "<html" in html.read_text()[:2000]
     requests, _ = evaluate_sensor(instance, data_dir)
     assert requests == []
+
+
+def partition_metadata(instance, asset: str) -> dict[str, dict]:
+    """The latest materialisation's metadata of each partition."""
+    latest = {}
+    for record in instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records:
+        latest.setdefault(record.partition_key, {
+            k: v.value for k, v in record.asset_materialization.metadata.items()})
+    return latest
+
+
+def test_each_drift_report_day_has_its_own_figures_and_html(project):
+    """A multi-day run: each partition's metadata is its own day's, not the run's maximum share
+    and the last day's HTML path."""
+    _, instance, data_dir = project
+    days = [CLEAN[0] + dt.timedelta(days=i) for i in range(7)]
+    reports = DailyTables(base_path=str(data_dir / "assets")).read_days(
+        dg.AssetKey("drift_report"), days)
+    metadata = partition_metadata(instance, "drift_report")
+    for row in reports.iter_rows(named=True):
+        day = metadata[row["day"].isoformat()]
+        assert day["html_report"].endswith(f"{row['day'].isoformat()}.html")
+        assert day["share_drifted_columns"] == row["share_drifted_columns"]
+        assert day["transactions"] == row["transactions"]
+    assert len({m["html_report"] for d, m in metadata.items() if d in {x.isoformat() for x in days}}) == 7
+
+
+def test_days_nobody_served_are_a_no_op_that_materialises(project):
+    """served_drift_report over days with no prediction log (the README's UI backfill of the
+    groups transactions, features and monitoring): every day is materialised, saying nothing was
+    served, so the backfill does not end Failed."""
+    _, instance, _ = project
+    materialised = instance.get_materialized_partitions(dg.AssetKey("served_drift_report"))
+    assert {(CLEAN[0] + dt.timedelta(days=i)).isoformat() for i in range(7)} <= materialised
+    metadata = partition_metadata(instance, "served_drift_report")
+    assert metadata[CLEAN[0].isoformat()]["transactions"] == 0
+
+
+def test_a_deleted_drift_report_file_is_alerted_and_the_sensor_goes_on(project):
+    _, instance, data_dir = project
+    (data_dir / "assets" / "drift_report" / f"{CLEAN[0]}.parquet").unlink()
+    requests, cursor = evaluate_sensor(instance, data_dir)  # from the start: every report
+    assert requests == []
+    [alert] = [a for a in read_alerts(data_dir / "alerts" / "alerts.jsonl")
+               if a["kind"] == "drift_report_missing"]
+    assert alert["days"] == [CLEAN[0].isoformat()]
+    again, _ = evaluate_sensor(instance, data_dir, cursor)
+    assert again == []
 
 
 def test_drifted_days_trigger_exactly_one_retrain(project):

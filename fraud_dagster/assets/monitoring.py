@@ -138,7 +138,7 @@ def drift_report(
     by_day = transaction_features.with_columns(_day=pl.col("tx_datetime").dt.date()).partition_by(
         "_day", as_dict=True, include_key=False
     ) if transaction_features.height else {}
-    rows = []
+    rows, summaries = [], {}
     for offset in range((last - first).days + 1):
         day = first + dt.timedelta(days=offset)
         features = by_day.get((day,))
@@ -156,9 +156,11 @@ def drift_report(
             ),
             "html_report": str(summary.html_path),
         })
+        summaries[day] = summary
         context.log.info(f"{day}: {summary.n_drifted} of {summary.n_columns} columns drifted")
     if rows:
-        yield _report_output(rows, champion, summary)
+        yield _report_output(context, rows, champion, summaries,
+                             [first + dt.timedelta(days=i) for i in range((last - first).days + 1)])
 
 
 def _drift_row(day: dt.date, champion, champion_ap, current: pl.DataFrame, summary) -> dict:
@@ -174,22 +176,31 @@ def _drift_row(day: dt.date, champion, champion_ap, current: pl.DataFrame, summa
     }
 
 
-def _report_output(rows: list[dict], champion, last_summary) -> dg.Output:
-    """The days' rows as the asset's table; metadata for one day in detail, or per day."""
-    table = pl.DataFrame(rows)
-    metadata = {
-        "champion_version": champion.version,
-        "days": len(rows),
-        "share_drifted_columns": float(table["share_drifted_columns"].max()),
-        "dataset_drift": bool(table["dataset_drift"].any()),
-        "html_report": dg.MetadataValue.path(rows[-1]["html_report"]),
-    }
-    if len(rows) == 1:
-        metadata["drifted_columns"] = dg.MetadataValue.md(last_summary.markdown_table())
-        for key, value in rows[0].items():
-            if key.startswith(("labelled_", "served_")) and value is not None:
-                metadata[key] = value if isinstance(value, (int, float)) else str(value)
-    else:
+def _report_output(context: dg.AssetExecutionContext, rows: list[dict], champion, summaries: dict,
+                   days: list[dt.date] | None = None) -> dg.Output:
+    """The days' rows as the asset's table. Each partition gets its own metadata (its share of
+    drifted columns, drifted columns, HTML path, labelled figures); a day of ``days`` without a
+    row says so (``transactions`` 0)."""
+    table = pl.DataFrame(rows) if rows else pl.DataFrame(schema={"day": pl.Date})
+    by_day = {row["day"]: row for row in rows}
+    for day in days or sorted(by_day):
+        row = by_day.get(day)
+        if row is None:
+            metadata = {"transactions": 0, "note": "nothing to report on this day (no rows)"}
+        else:
+            metadata = {
+                "transactions": row["transactions"],
+                "share_drifted_columns": float(row["share_drifted_columns"]),
+                "dataset_drift": bool(row["dataset_drift"]),
+                "html_report": dg.MetadataValue.path(row["html_report"]),
+                "drifted_columns": dg.MetadataValue.md(summaries[day].markdown_table()),
+            }
+            for key, value in row.items():
+                if key.startswith(("labelled_", "served_")) and value is not None:
+                    metadata[key] = value if isinstance(value, (int, float)) else str(value)
+        context.add_asset_metadata(metadata, partition_key=day.isoformat())
+    metadata = {"champion_version": champion.version, "days_reported": len(rows)}
+    if len(rows) > 1:
         metadata["per_day"] = dg.MetadataValue.md(markdown_table(table.drop("html_report")))
     return dg.Output(table, metadata=metadata)
 
@@ -203,14 +214,17 @@ def served_drift_report(
 ):
     """Per day: the transactions the BentoML service scored (its prediction log) and the
     probabilities it answered, against the champion's training reference (HTML report under
-    the data root, beside ``drift_report``'s). Days nothing was served for are left out."""
+    the data root, beside ``drift_report``'s). A day nothing was served for is a no-op that
+    still materialises (an empty file, metadata ``transactions`` 0), so a backfill over days
+    nobody served succeeds."""
     compared = model_registry.champion_and_reference()
     if compared is None:
         context.log.warning("no champion model yet: run retrain_job first; no drift report made")
         return
     champion, reference, champion_ap = compared
     first, last = window_days(context.partition_time_window)
-    rows, summary = [], None
+    rows, summaries = [], {}
+    days = [first + dt.timedelta(days=offset) for offset in range((last - first).days + 1)]
     for offset in range((last - first).days + 1):
         day = first + dt.timedelta(days=offset)
         served = prediction_logs.read_day(day)
@@ -232,6 +246,6 @@ def served_drift_report(
             "served_share_flagged": float(served["is_fraud"].mean()),
             "html_report": str(summary.html_path),
         })
+        summaries[day] = summary
         context.log.info(f"{day}: {summary.n_drifted} of {summary.n_columns} served columns drifted")
-    if rows:
-        yield _report_output(rows, champion, summary)
+    yield _report_output(context, rows, champion, summaries, days)
