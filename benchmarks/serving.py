@@ -273,6 +273,17 @@ def percentiles(seconds: list[float]) -> dict:
             "p99_ms": round(float(np.percentile(ms, 99)), 3)}
 
 
+def timed(call, frames, n: int) -> tuple[list[float], float]:
+    """Seconds of each of ``n`` calls, each on the next of ``frames``, and the CPU steal meanwhile."""
+    times, before = [], cpu_times()
+    for _ in range(n):
+        frame = next(frames)
+        start = time.perf_counter()
+        call(frame)
+        times.append(time.perf_counter() - start)
+    return times, steal_percent(before, cpu_times())
+
+
 def closed_loop(port: int, requests: Requests, concurrency: int, seconds: float,
                 warmup: float) -> dict:
     latencies: list[float] = []
@@ -464,33 +475,19 @@ def in_process(model_dir: Path, backend: str, redis_url: str | None, n: int,
         singles = iter(frames[warm:])
         for what, call in (("scored", scored), ("answered without the log", answered_no_log),
                            ("answered", answered)):
-            times = []
-            before = cpu_times()
-            for _ in range(n):
-                frame = next(singles)
-                start = time.perf_counter()
-                call(frame)
-                times.append(time.perf_counter() - start)
+            times, steal = timed(call, singles, n)
             emit({"server": "in_process", "store": backend, "what": f"one row {what}",
                   "rows": n, **percentiles(times),
                   "throughput_rps": round(n / sum(times), 1),
-                  "errors": 0, "cpu_steal_percent": steal_percent(before, cpu_times()),
-                  "load_1m": load_now()})
+                  "errors": 0, "cpu_steal_percent": steal, "load_1m": load_now()})
         batch = iter(batch_frames)
         batch_answered(next(batch))  # warm-up: the first whole-day query
         for what, call in (("scored", scored), ("answered", batch_answered)):
-            times = []
-            before = cpu_times()
-            for _ in range(batches):
-                frame = next(batch)
-                start = time.perf_counter()
-                call(frame)
-                times.append(time.perf_counter() - start)
+            times, steal = timed(call, batch, batches)
             emit({"server": "in_process", "store": backend, "what": f"whole-day batch {what}",
                   "rows_per_request": stream.rows, "requests": batches, **percentiles(times),
                   "rows_per_s": round(stream.rows * batches / sum(times)), "errors": 0,
-                  "cpu_steal_percent": steal_percent(before, cpu_times()),
-                  "load_1m": load_now()})
+                  "cpu_steal_percent": steal, "load_1m": load_now()})
         log.close()
 
 
