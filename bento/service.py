@@ -55,7 +55,7 @@ from fraud_dagster.serving.live import Live  # noqa: E402
 from fraud_dagster.serving.microbatch import MicroBatcher  # noqa: E402
 from fraud_dagster.serving.prediction_log import PredictionLog, scored_rows  # noqa: E402
 from fraud_dagster.serving.scoring import Scored, Scorer, transactions_frame  # noqa: E402
-from fraud_dagster.serving.store import STORES, Refused, open_store  # noqa: E402
+from fraud_dagster.serving.store import Refused, open_store, store_settings_error  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("FRAUD_DATA_DIR") or Path(__file__).resolve().parents[1] / "data")
 MODEL_TAG = os.environ.get("FRAUD_MODEL_TAG", "fraud_model:latest")
@@ -69,18 +69,8 @@ except bentoml.exceptions.NotFound:
         f" {os.environ.get('BENTOML_HOME', '~/bentoml')}/models. Materialise the bento_model asset"
         " (retrain_job) first, and set BENTOML_HOME to the project's (<data root>/bentoml)."
     ) from None
-if STORE not in STORES:
-    raise SystemExit(f"fraud_service: FRAUD_ONLINE_STORE must be one of {', '.join(STORES)},"
-                     f" not {STORE!r}")
-if STORE == "redis" and not os.environ.get("FRAUD_REDIS_URL"):
-    raise SystemExit("fraud_service: FRAUD_ONLINE_STORE=redis needs FRAUD_REDIS_URL"
-                     " (redis://host:port/db)")
-if STORE == "memory" and WORKERS > 1:
-    raise SystemExit(
-        f"fraud_service: FRAUD_WORKERS={WORKERS} with FRAUD_ONLINE_STORE=memory: each worker would"
-        " keep its own feature state and miss the transactions the others score. Serve one worker,"
-        " or set FRAUD_ONLINE_STORE=redis and FRAUD_REDIS_URL for workers to share one state."
-    )
+if (error := store_settings_error(STORE, os.environ.get("FRAUD_REDIS_URL"), WORKERS)) is not None:
+    raise SystemExit(f"fraud_service: {error}")
 CONTRIBUTIONS = os.environ.get("FRAUD_CONTRIBUTIONS", "approximate")
 if CONTRIBUTIONS not in ("approximate", "exact"):
     raise SystemExit(f"FRAUD_CONTRIBUTIONS must be 'approximate' or 'exact', not {CONTRIBUTIONS!r}")

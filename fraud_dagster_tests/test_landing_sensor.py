@@ -4,7 +4,6 @@ every file accounted for (ingested, rejected with a reason, or reported), nothin
 import datetime as dt
 import gzip
 import os
-import threading
 
 import dagster as dg
 import polars as pl

@@ -17,7 +17,6 @@ import dagster as dg
 import httpx
 import numpy as np
 import polars as pl
-import pyarrow as pa
 import pytest
 from mlflow import MlflowClient
 
@@ -385,6 +384,13 @@ def test_a_body_that_is_not_json_gets_415(client):
     response = client.post("/predict", data={"transaction_id": "7"})  # a form
     assert response.status_code == 415
     assert_still_answers(client)
+
+
+def test_a_zero_amount_card_verification_is_scored(client):
+    for path, body in (("/predict", good(tx_amount=0)),
+                       ("/predict_batch", {"transactions": [good(tx_amount=0.0)]})):
+        response = client.post(path, json=body)
+        assert response.status_code == 200, response.text
 
 
 @pytest.mark.parametrize("media_type", ["Application/JSON", "application/json; charset=UTF-8"])

@@ -196,7 +196,7 @@ def test_an_id_validated_on_another_day_is_quarantined(landing_defs, instance, a
         TX_DATETIME=pl.col("TX_DATETIME").str.replace(FIRST.isoformat(), LAST.isoformat())
     )
     _land(landing_dir, LAST, pl.concat([handbook_frame(LAST, 98), again]))
-    result = run_ingest(landing_defs, instance, LAST, LAST)
+    assert run_ingest(landing_defs, instance, LAST, LAST).success
     bad = read_partition(assets_dir, "quarantined_transactions", LAST)
     assert bad["quarantine_reason"].to_list() == [f"duplicate transaction_id (validated on {FIRST})"] * 2
     assert read_partition(assets_dir, "validated_transactions", LAST).height == 98

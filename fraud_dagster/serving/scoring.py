@@ -165,11 +165,9 @@ class Scorer:
         self._booster = (self.classifier.get_booster()
                          if type(self.classifier).__name__ == "XGBClassifier" else None)
         # Requests are scored one micro-batch at a time, on one thread unless ``batch_threads``
-        # says otherwise: a thread pool per prediction only adds hand-offs for a few rows
-        # (XGBoost with all threads is 30x slower on one row), and on this project's two shared
-        # cores a whole day's batch took 91-98 ms on two OpenMP threads against 50-52 ms on one
-        # (2026-12-01, load 2-3: the DMatrix alone 23-28 ms against 3-4; threads that wait for a
-        # descheduled sibling spin).
+        # says otherwise: a thread pool per prediction only adds hand-offs for a few rows, and on
+        # two shared cores even a whole day's batch was slower on two OpenMP threads than on one
+        # (bento/README.md, "How it is built").
         self.batch_threads = batch_threads or 1
         self._threads = 0
         self._use_threads(1)
@@ -184,8 +182,8 @@ class Scorer:
             return
         if "n_jobs" in self.classifier.get_params():
             self.classifier.set_params(n_jobs=threads)
-        if type(self.classifier).__name__ == "XGBClassifier":
-            self.classifier.get_booster().set_param({"nthread": threads})
+        if self._booster is not None:
+            self._booster.set_param({"nthread": threads})
         self._threads = threads
 
     @classmethod

@@ -323,15 +323,27 @@ class MemoryStore(FeatureStore):
 STORES = ("memory", "redis")
 
 
+def store_settings_error(backend: str, redis_url: str | None, workers: int) -> str | None:
+    """Why ``FRAUD_ONLINE_STORE``, ``FRAUD_REDIS_URL`` and ``FRAUD_WORKERS`` cannot work, or None."""
+    if backend not in STORES:
+        return f"FRAUD_ONLINE_STORE must be one of {', '.join(STORES)}, not {backend!r}"
+    if backend == "redis" and not redis_url:
+        return "FRAUD_ONLINE_STORE=redis needs FRAUD_REDIS_URL (redis://host:port/db)"
+    if backend == "memory" and workers > 1:
+        return (f"FRAUD_WORKERS={workers} with FRAUD_ONLINE_STORE=memory: each worker would keep"
+                " its own feature state and miss the transactions the others score. Serve one"
+                " worker, or set FRAUD_ONLINE_STORE=redis and FRAUD_REDIS_URL for workers to share"
+                " one state")
+    return None
+
+
 def open_store(backend: str, redis_url: str | None = None) -> FeatureStore:
     """``FRAUD_ONLINE_STORE``'s store: ``memory`` or ``redis`` (at ``FRAUD_REDIS_URL``)."""
+    error = store_settings_error(backend, redis_url, workers=1)
+    if error is not None:
+        raise ValueError(error)
     if backend == "memory":
         return MemoryStore()
-    if backend == "redis":
-        if not redis_url:
-            raise ValueError("FRAUD_ONLINE_STORE=redis needs FRAUD_REDIS_URL"
-                             " (redis://host:port/db)")
-        from fraud_dagster.serving.redis_store import RedisStore
+    from fraud_dagster.serving.redis_store import RedisStore
 
-        return RedisStore(redis_url)
-    raise ValueError(f"FRAUD_ONLINE_STORE must be one of {', '.join(STORES)}, not {backend!r}")
+    return RedisStore(redis_url)
