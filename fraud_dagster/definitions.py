@@ -7,7 +7,7 @@ import dagster as dg
 from fraud_dagster import settings
 from fraud_dagster.alerts import AlertSink
 from fraud_dagster.assets.monitoring import ModelRegistry, PredictionLogStore
-from fraud_dagster.assets import features, model, monitoring, serving, transactions
+from fraud_dagster.assets import features, labels, model, monitoring, serving, transactions
 from fraud_dagster.checks import validation_checks
 from fraud_dagster.io_managers import DailyTables, PickleIOManager, PolarsParquetIOManager
 from fraud_dagster.jobs import daily_ingest, daily_job, ingest_job, retrain_job
@@ -75,7 +75,7 @@ def default_resources() -> dict:
 
 def make_definitions(resources: dict) -> dg.Definitions:
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([transactions, features, model, serving, monitoring]),
+        assets=dg.load_assets_from_modules([transactions, labels, features, model, serving, monitoring]),
         asset_checks=validation_checks,
         jobs=[ingest_job, daily_job, retrain_job, landing_rejections_job],
         schedules=[daily_ingest],

@@ -10,6 +10,7 @@ import polars as pl
 from dagster_mlflow.resources import CONFIG_SCHEMA as MLFLOW_CONFIG_SCHEMA
 from dagster_mlflow.resources import MlFlow
 
+from fraud_dagster.core.labels import simulated_reports
 from fraud_dagster.core.landing import Delivery, LandingFolder
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
 from fraud_dagster.registry import ensure_experiment
@@ -37,6 +38,10 @@ class SimulatorSource(TransactionSource):
     drift_fraud_factor: float = SimulatorConfig.drift_fraud_factor
     stolen_cards_per_day: float = SimulatorConfig.n_stolen_cards
     tested_cards_per_day: float = SimulatorConfig.n_tested_cards
+    delayed_labels: bool = True
+    """Each fraud is delivered with the report it will get (``core.labels.simulated_reports``:
+    some never, most within a week, a tail to 60 days), genuine ones unreported. False (the
+    Handbook's setting): every transaction carries its 0/1 label, reported a week after it."""
 
     @classmethod
     def handbook(cls) -> "SimulatorSource":
@@ -47,6 +52,7 @@ class SimulatorSource(TransactionSource):
             drift_start=None,
             stolen_cards_per_day=config.n_stolen_cards,
             tested_cards_per_day=config.n_tested_cards,
+            delayed_labels=False,
         )
 
     def simulator_config(self) -> SimulatorConfig:
@@ -63,8 +69,15 @@ class SimulatorSource(TransactionSource):
 
     def read_days(self, first: dt.date, last: dt.date) -> pl.DataFrame:
         simulator = Simulator(self.simulator_config())
+
+        def delivered(day: dt.date) -> pl.DataFrame:
+            rows = simulator.day(day)
+            if self.delayed_labels:
+                return simulated_reports(rows, self.seed)
+            return rows.with_columns(label_reported_at=pl.lit(None, dtype=pl.Datetime("us")))
+
         frames = [
-            simulator.day(day).with_columns(
+            delivered(day).with_columns(
                 partition_date=pl.lit(day),
                 source=pl.lit("simulator"),
                 parse_errors=pl.lit(None, dtype=pl.Utf8),

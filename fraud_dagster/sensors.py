@@ -13,7 +13,7 @@ from dagster._core.storage.tags import RUN_KEY_TAG
 
 from fraud_dagster import settings
 from fraud_dagster.alerts import AlertSink
-from fraud_dagster.assets.model import FraudModelConfig
+from fraud_dagster.assets.model import FraudModelConfig, newest_labelled_day, plan_of
 from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.core.landing import Decision
 from fraud_dagster.jobs import ingest_job, retrain_job
@@ -240,8 +240,18 @@ class DriftPolicy(dg.ConfigurableResource):
     """Retrain when the champion's average precision on a freshly labelled day is this much
     below its test average precision (concept drift)."""
     cooldown_days: int = 14
-    """After a retrain is launched for a day, drifted days up to this many days later do not
-    launch another one (the retrained model needs that long to be judged)."""
+    """After a retrain is launched (as of a day), drifted days up to this many days later do
+    not launch another one (the retrained model needs that long to be judged)."""
+    min_post_drift_training_days: int = 7
+    """A retrain for drift seen on day X waits until its training window holds this many days
+    from X on with matured labels (the default: the whole 7-day window)."""
+
+    def retrain_as_of(self, drift_day: dt.date) -> dt.date:
+        """The first ``as_of`` whose training window ends ``min_post_drift_training_days - 1``
+        days after ``drift_day`` (fraud_model's default windows)."""
+        plan = plan_of(FraudModelConfig(), drift_day, folds=1)
+        return drift_day + (drift_day - plan.training_end) + dt.timedelta(
+            days=self.min_post_drift_training_days - 1)
 
     def reason(self, report: dict) -> str | None:
         reasons = []
@@ -267,24 +277,28 @@ class DriftPolicy(dg.ConfigurableResource):
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
     description="Launches retrain_job when a new drift_report day passes the DriftPolicy"
-    " thresholds: one run per trigger, then a cooldown.",
+    " thresholds, once the post-drift labels have matured (deferred until then): one run per"
+    " trigger, then a cooldown.",
 )
 def drift_sensor(
     context: dg.SensorEvaluationContext, drift_policy: DriftPolicy, daily_tables: DailyTables,
     alerts: AlertSink,
 ):
     """Reads every drift_report materialisation since its cursor (an ``@asset_sensor`` would see
-    only the newest per tick, and a backfill makes many at once), in order."""
+    only the newest per tick, and a backfill makes many at once), in order.
+
+    Labels arrive late: a retrain for drift seen on day X is *deferred* (kept in the cursor, the
+    tick says until when) until fraud_labels reaches ``retrain_as_of(X)``, so that the training
+    window holds matured post-drift labels; it is then launched once, as of the newest labelled
+    day. Drift seen while a retrain is deferred, or in the cooldown after one, launches nothing."""
     state = json.loads(context.cursor) if context.cursor else {}
     result = context.instance.fetch_materializations(
         DRIFT_REPORT, limit=500, cursor=state.get("events"), ascending=True
     )
-    last_trigger = state.get("last_trigger_day")
+    last_trigger, pending = state.get("last_trigger_day"), state.get("pending")
     days = sorted({record.partition_key for record in result.records if record.partition_key})
-    if not days:
-        return
     reports, missing = daily_tables.read_existing_days(
-        DRIFT_REPORT, [dt.date.fromisoformat(d) for d in days])
+        DRIFT_REPORT, [dt.date.fromisoformat(d) for d in days]) if days else (None, [])
     if missing:
         # A report file deleted (or moved) after it was materialised: say so once and go on
         # with the others; the cursor moves past it (re-materialise the day to judge it).
@@ -294,27 +308,47 @@ def drift_sensor(
             f" {', '.join(d.isoformat() for d in missing[:10])}",
             days=[d.isoformat() for d in missing],
         )
-    if reports.height == 0:
-        context.update_cursor(json.dumps({"events": result.cursor, "last_trigger_day": last_trigger}))
-        return
-    for report in reports.sort("day").iter_rows(named=True):
+    said = []
+    for report in (reports.sort("day").iter_rows(named=True) if reports is not None and reports.height
+                   else ()):
         reason = drift_policy.reason(report)
         day = report["day"]
         if reason is None:
             continue
-        if last_trigger and day < dt.date.fromisoformat(last_trigger) + dt.timedelta(
+        if pending:
+            said.append(f"{day}: {reason}; a retrain for {pending['day']} is already deferred")
+        elif last_trigger and day < dt.date.fromisoformat(last_trigger) + dt.timedelta(
                 days=drift_policy.cooldown_days):
-            context.log.info(f"{day}: {reason}; in the cooldown after {last_trigger}")
-            continue
-        last_trigger = day.isoformat()
-        # The retrained model's test window ends on the drift day.
-        defaults = FraudModelConfig()
-        training_end = day - dt.timedelta(days=defaults.delay_days + defaults.test_days)
-        yield dg.RunRequest(
-            run_key=f"drift-{day.isoformat()}",
-            run_config={"ops": {"fraud_model": {"config": {
-                "training_end": training_end.isoformat()}}}},
-            tags={"fraud/trigger": "drift_sensor", "fraud/drift_day": day.isoformat(),
-                  "fraud/reason": reason[:250]},
-        )
-    context.update_cursor(json.dumps({"events": result.cursor, "last_trigger_day": last_trigger}))
+            said.append(f"{day}: {reason}; in the cooldown after the retrain as of {last_trigger}")
+        else:
+            pending = {"day": day.isoformat(), "until": drift_policy.retrain_as_of(day).isoformat(),
+                       "reason": reason[:250]}
+    requests = []
+    if pending:
+        try:
+            labelled = newest_labelled_day(context.instance)
+        except dg.Failure:
+            labelled = None
+        if labelled is not None and labelled >= dt.date.fromisoformat(pending["until"]):
+            requests.append(dg.RunRequest(
+                run_key=f"drift-{pending['day']}",
+                run_config={"ops": {"fraud_model": {"config": {"as_of": labelled.isoformat()}}}},
+                tags={"fraud/trigger": "drift_sensor", "fraud/drift_day": pending["day"],
+                      "fraud/deferred_until": pending["until"], "fraud/as_of": labelled.isoformat(),
+                      "fraud/reason": pending["reason"]},
+            ))
+            last_trigger, pending = labelled.isoformat(), None
+        else:
+            said.append(
+                f"drift on {pending['day']} ({pending['reason']}): retrain deferred until"
+                f" fraud_labels reaches {pending['until']}, when the training window holds"
+                f" {drift_policy.min_post_drift_training_days} post-drift days of matured labels"
+                f" (newest labelled day: {labelled or 'none'})")
+    for line in said:
+        context.log.info(line)
+    cursor = json.dumps({"events": result.cursor if days else state.get("events"),
+                         "last_trigger_day": last_trigger, "pending": pending})
+    return dg.SensorResult(
+        run_requests=requests, cursor=cursor,
+        skip_reason=None if requests else dg.SkipReason(
+            "; ".join(said[-3:]) or "no new drift_report day passes the DriftPolicy thresholds"))
