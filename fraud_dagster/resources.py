@@ -110,6 +110,15 @@ class LandingSource(TransactionSource):
     def commit(self, delivery: Delivery):
         return self.folder().commit(delivery)
 
+    def read_label_delivery(
+        self, first: dt.date, last: dt.date, take: Sequence[tuple[str, str, dt.date]]
+    ) -> Delivery:
+        """The label reports of ``labels/_accepted/<day>/`` and the label files in ``take``."""
+        return self.folder().labels().read_delivery(_days(first, last), take)
+
+    def commit_labels(self, delivery: Delivery):
+        return self.folder().labels().commit(delivery)
+
 
 @dg.resource(
     config_schema={

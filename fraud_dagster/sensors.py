@@ -51,6 +51,11 @@ def _run_finished(instance: dg.DagsterInstance, run_key: str) -> bool:
     return bool(runs) and runs[0].status in _FINISHED
 
 
+def _range_days(first: str, last: str) -> list[str]:
+    start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+    return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+
+
 def _digest(parts: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
 
@@ -78,14 +83,18 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
     folder = transaction_source.folder()
     state = json.loads(context.cursor) if context.cursor else {}
     requested: dict[str, dict] = state.get("requested", {}) if state.get("v") == LANDING_STATE_VERSION else {}
+    labels_folder = folder.labels()
     entries = {e.name: e for e in folder.entries()}
+    label_entries = {f"{folder.LABELS}/{e.name}": e for e in labels_folder.entries()}
     requested = {
         name: r for name, r in requested.items()
-        if name in entries and entries[name].signature == r["sig"]
+        if (name in entries and entries[name].signature == r["sig"])
+        or (name in label_entries and label_entries[name].signature == r["sig"])
     }
     busy = {
-        r["day"] for r in requested.values()
+        day for r in requested.values()
         if r.get("day") and not _run_finished(context.instance, r["run_key"])
+        for day in _range_days(r["day"], r.get("last") or r["day"])
     }
     first, last = _partition_range()
     now = time.time()
@@ -106,6 +115,22 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
         else:
             decisions.append(decision)
     decisions = folder.without_repeats(decisions)
+    label_decisions = []
+    for key, entry in label_entries.items():
+        if key in requested:
+            continue
+        try:
+            decision = labels_folder.decide(entry, now, transaction_source.settle_seconds, first,
+                                            last, seen_unchanged=seen_before.get(key) == entry.signature)
+        except Exception as exc:  # one entry never stops the others
+            decision = Decision(entry.name, entry.signature, "reject",
+                                reason=f"could not be judged: {type(exc).__name__}: {exc}"[:500])
+        if decision is None:
+            settling.append(key)
+            seen[key] = entry.signature
+        else:
+            label_decisions.append(decision)
+    label_decisions = labels_folder.without_repeats(label_decisions)
     takes = [d for d in decisions if d.action == "take"]
     waiting = [d for d in takes if d.day.isoformat() in busy]
     takes = [d for d in takes if d.day.isoformat() not in busy]
@@ -133,20 +158,52 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
             requested[d.name] = {"sig": d.signature, "run_key": run_key, "day": d.day.isoformat()}
             if d.ignored_columns:
                 context.log.info(f"{d.name}: ignored columns {', '.join(d.ignored_columns)}")
+    # Label files: one ingest_job run from the first day they report on to the newest day
+    # ingested, so that each day's features see the new reports (a day's state counts every
+    # report made by its end). A label file waits until its day's transactions are ingested.
+    ingested = sorted(context.instance.get_materialized_partitions(VALIDATED))
+    label_takes = [d for d in label_decisions if d.action == "take"]
+    label_waiting = [d for d in label_takes
+                     if d.day.isoformat() not in ingested or d.day.isoformat() in busy]
+    label_takes = [d for d in label_takes if d not in label_waiting]
+    if label_takes:
+        start, end = min(d.day for d in label_takes), dt.date.fromisoformat(ingested[-1])
+        if any(day in busy for day in _range_days(start.isoformat(), end.isoformat())):
+            label_waiting += label_takes
+        else:
+            batch = sorted(label_takes, key=lambda d: d.name)
+            run_key = f"labels-{start}-{end}-{_digest([f'{d.key}:{d.signature}' for d in batch])}"
+            run_requests.append(dg.RunRequest(
+                run_key=run_key,
+                job_name=ingest_job.name,
+                run_config={"ops": {"fraud_labels": {"config": {"label_files": [
+                    {"name": d.name, "sha256": d.sha256, "day": d.day.isoformat()} for d in batch
+                ]}}}},
+                tags={**partition_range_tags(start, end), "fraud/trigger": "landing_labels",
+                      "fraud/landing_files": ", ".join(d.name for d in batch)[:200]},
+            ))
+            for d in batch:
+                requested[f"{folder.LABELS}/{d.name}"] = {
+                    "sig": d.signature, "run_key": run_key, "day": start.isoformat(),
+                    "last": end.isoformat()}
+    label_others = [d for d in label_decisions if d.action != "take"]
+    others += label_others
     if others:
         run_key = f"landing-rejects-{_digest([f'{d.key}:{d.signature}' for d in others])}"
         run_requests.append(dg.RunRequest(
             run_key=run_key,
             job_name=landing_rejections_job.name,
             run_config={"ops": {"reject_landing_files": {"config": {"files": [
-                {"name": d.name, "signature": d.signature, "reason": d.reason, "action": d.action}
+                {"name": d.name, "signature": d.signature, "reason": d.reason, "action": d.action,
+                 "folder": folder.LABELS if d in label_others else ""}
                 for d in others
             ]}}}},
             tags={"fraud/trigger": "landing",
                   "fraud/landing_files": ", ".join(d.name for d in others)[:200]},
         ))
         for d in others:
-            requested[d.name] = {"sig": d.signature, "run_key": run_key, "day": None}
+            key = f"{folder.LABELS}/{d.name}" if d in label_others else d.name
+            requested[key] = {"sig": d.signature, "run_key": run_key, "day": None}
             context.log.warning(f"{d.action}: {d.name}: {d.reason}")
 
     cursor = json.dumps({"v": LANDING_STATE_VERSION, "requested": requested, "seen": seen},
@@ -156,6 +213,9 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
     notes = []
     if waiting:
         notes.append(f"waiting for the runs in flight on their days: {', '.join(d.name for d in waiting)}")
+    if label_waiting:
+        notes.append("label files waiting for their day's transactions to be ingested (or for a"
+                     f" run in flight): {', '.join(d.name for d in label_waiting)}")
     if settling:
         notes.append("not settled yet (modified too recently to be sure it is complete, or a"
                      f" temporary name): {', '.join(settling)}")
@@ -165,6 +225,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
 
 
 DRIFT_REPORT = dg.AssetKey("drift_report")
+VALIDATED = dg.AssetKey("validated_transactions")
 
 
 def _run_days(run: dg.DagsterRun | None) -> str | None:

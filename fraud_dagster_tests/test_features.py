@@ -41,7 +41,7 @@ def labels(history) -> pl.DataFrame:
 
 
 def features_of_day(history: pl.DataFrame, labels: pl.DataFrame, day: dt.date = D) -> pl.DataFrame:
-    return batch_features(history, day, day, SPEC, labels)[0].sort("transaction_id")
+    return batch_features(history, day, day, SPEC, labels=labels)[0].sort("transaction_id")
 
 
 def on_or_after(day: dt.date) -> pl.Expr:
@@ -146,7 +146,7 @@ def test_features_match_a_hand_computed_case():
     labels = pl.concat([reported(transactions.filter(pl.col("transaction_id") == 5), ago(2)),
                         reported(transactions.filter(pl.col("transaction_id") == 7), day)])
     f = {r["transaction_id"]: r
-         for r in batch_features(transactions, day, day, SPEC, labels)[0].to_dicts()}
+         for r in batch_features(transactions, day, day, SPEC, labels=labels)[0].to_dicts()}
     first = f[8]
     assert first["customer_nb_tx_1d"] == 0 and first["customer_amount_1d"] == 0
     assert first["customer_nb_tx_7d"] == 3
@@ -186,7 +186,7 @@ def test_windows_end_at_the_transaction_an_hour_and_a_day_back_exactly():
                at - dt.timedelta(hours=24), at - dt.timedelta(hours=24, microseconds=1)]
     rows = [{**tx(day, 0, 1, 10 + i, 1.0, 0, 1 + i), "tx_datetime": when}
             for i, when in enumerate(earlier)] + [tx(day, 10, 1, 99, 2.0, 0, 9)]
-    [last] = batch_features(frame(rows), day, day, SPEC, None)[0].filter(
+    [last] = batch_features(frame(rows), day, day, SPEC, labels=None)[0].filter(
         pl.col("transaction_id") == 9).to_dicts()
     assert last["customer_nb_tx_1h"] == 1  # [t - 1 h, t)
     assert last["customer_nb_terminals_24h"] == 3  # [t - 24 h, t)
@@ -196,7 +196,7 @@ def test_windows_end_at_the_transaction_an_hour_and_a_day_back_exactly():
 
 def test_the_stored_state_gives_the_batch_features(history, labels):
     """What the online service will do: the state as of D-1 plus raw transactions of D."""
-    features, states = batch_features(history, D - dt.timedelta(days=1), D, SPEC, labels)
+    features, states = batch_features(history, D - dt.timedelta(days=1), D, SPEC, labels=labels)
     state = states.filter(pl.col("state_date") == D - dt.timedelta(days=1))
     day_d = history.filter(pl.col("tx_datetime").dt.date() == D)
     online = features_for_day(day_d, state)
@@ -207,10 +207,10 @@ def test_the_stored_state_gives_the_batch_features(history, labels):
 def test_vectorised_states_equal_the_plain_definition_day_by_day(history, labels):
     first = history["tx_datetime"].min().date()
     days = [first, first + dt.timedelta(days=SPEC.label_delay), D - dt.timedelta(days=1), D + dt.timedelta(days=5)]
-    states = feature_states(history, days[0], days[-1], SPEC, labels)
+    states = feature_states(history, days[0], days[-1], SPEC, labels=labels)
     order = ["entity", "customer_id", "terminal_id", "transaction_id"]
     for day in days:
-        expected = state_as_of(history, day, SPEC, labels).sort(order)
+        expected = state_as_of(history, day, SPEC, labels=labels).sort(order)
         got = states.filter(pl.col("state_date") == day).select(expected.columns).sort(order)
         assert set(got["entity"]) == {"customer", "terminal", "transaction"}
         assert_frame_equal(got, expected, check_dtypes=False)
@@ -225,7 +225,7 @@ def test_features_asset_reads_the_history_window(simulator_defs, instance, asset
         read_partition(assets_dir, "validated_transactions", first + dt.timedelta(days=i))
         for i in range((last - first).days + 1)
     )
-    expected, _ = batch_features(history, last, last, SPEC, read_days(assets_dir, "fraud_labels", first, last))
+    expected, _ = batch_features(history, last, last, SPEC, labels=read_days(assets_dir, "fraud_labels", first, last))
     stored = read_partition(assets_dir, "transaction_features", last)
     assert_frame_equal(stored.sort("transaction_id"), expected.sort("transaction_id"))
     state = read_partition(assets_dir, "feature_state", last)
@@ -248,7 +248,7 @@ def test_the_batch_features_are_features_for_day_on_each_day(history, labels):
     """The batch path runs features_for_day's code on all days at once: same rows, same order."""
     one = dt.timedelta(days=1)
     first, last = D - 3 * one, D + 2 * one
-    features, states = batch_features(history, first - one, last, SPEC, labels)
+    features, states = batch_features(history, first - one, last, SPEC, labels=labels)
     day = pl.col("tx_datetime").dt.date()
     expected = pl.concat(
         features_for_day(
@@ -262,7 +262,7 @@ def test_the_batch_features_are_features_for_day_on_each_day(history, labels):
 
 def test_states_come_day_by_day_customers_then_terminals_by_id_then_transactions(history, labels):
     """So the IO manager cuts each day's feature_state file out without regrouping."""
-    states = feature_states(history, D - dt.timedelta(days=3), D, SPEC, labels)
+    states = feature_states(history, D - dt.timedelta(days=3), D, SPEC, labels=labels)
     assert states.height > 0
     assert states.equals(states.sort("state_date", "entity", maintain_order=True))
     entities = states.filter(pl.col("entity") != "transaction")
@@ -278,7 +278,7 @@ def test_hour_of_day_counts_minutes_and_seconds():
         "terminal_id": [1, 2],
         "tx_amount": [10.0, 20.0],
     })
-    state = state_as_of(transactions.clear(), D - dt.timedelta(days=1), SPEC)
+    state = state_as_of(transactions.clear(), D - dt.timedelta(days=1), SPEC, labels=None)
     hours = features_for_day(transactions, state)["tx_hour"].to_list()
     assert hours == pytest.approx([14 + 59 / 60 + 59 / 3600, 3 / 60])
 
@@ -302,7 +302,7 @@ def online_inputs(state: pl.DataFrame, day: pl.DataFrame):
 
 def test_online_features_of_one_transaction_equal_the_batch_ones_bit_for_bit_every_day(history, labels):
     one = dt.timedelta(days=1)
-    features, states = batch_features(history, D - one, D + 3 * one, SPEC, labels)
+    features, states = batch_features(history, D - one, D + 3 * one, SPEC, labels=labels)
     day = pl.col("tx_datetime").dt.date()
     for i in range(4):
         on = D + i * one
@@ -322,7 +322,7 @@ def test_online_features_of_one_transaction_equal_the_batch_ones_bit_for_bit_eve
 
 def test_a_day_in_two_halves_gets_the_features_of_the_whole_day(history, labels):
     """What the service does: the earlier transactions of the day count, whenever they came."""
-    features, states = batch_features(history, D - dt.timedelta(days=1), D, SPEC, labels)
+    features, states = batch_features(history, D - dt.timedelta(days=1), D, SPEC, labels=labels)
     state = states.filter(pl.col("state_date") == D - dt.timedelta(days=1))
     day_d = history.filter(pl.col("tx_datetime").dt.date() == D)
     morning, afternoon = day_d.head(day_d.height // 2), day_d.tail(day_d.height - day_d.height // 2)

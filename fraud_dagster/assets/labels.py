@@ -15,8 +15,10 @@ from fraud_dagster.core.labels import (
     split_reports,
 )
 from fraud_dagster.core.reporting import markdown_table
+from fraud_dagster.assets.transactions import LandingFileToTake
 from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.partitions import daily_partitions, window_days
+from fraud_dagster.resources import LandingSource, TransactionSource
 
 VALIDATED = dg.AssetKey("validated_transactions")
 FRAUD_LABELS = dg.AssetKey("fraud_labels")
@@ -32,6 +34,12 @@ def read_labels(tables: DailyTables, first: dt.date, last: dt.date) -> pl.DataFr
     frame, _ = tables.read_existing_days(FRAUD_LABELS, _days(first, last)) if first <= last else (
         pl.DataFrame(), [])
     return frame.select(list(LABEL_DTYPES)) if frame.width else pl.DataFrame(schema=LABEL_DTYPES)
+
+
+class FraudLabelsConfig(dg.Config):
+    label_files: list[LandingFileToTake] = []
+    """Set by ``landing_sensor``: new label files at the top of ``<landing>/labels/`` to take,
+    by name and content. Empty (a backfill from the UI) reads what is already accepted."""
 
 
 @dg.multi_asset(
@@ -56,28 +64,43 @@ def read_labels(tables: DailyTables, first: dt.date, last: dt.date) -> pl.DataFr
     group_name="transactions",
 )
 def fraud_labels(
-    context: dg.AssetExecutionContext, validated_transactions: pl.DataFrame,
-    daily_tables: DailyTables,
+    context: dg.AssetExecutionContext, config: FraudLabelsConfig,
+    validated_transactions: pl.DataFrame, daily_tables: DailyTables,
+    transaction_source: TransactionSource,
 ):
     """The reports made on each day: the labels that transaction deliveries of the 60 days up
-    to it carry and that fall due on it. Reads those validated days and the reports accepted on
-    the days before (through DailyTables: a declared 60-day mapping would make every UI backfill
-    reach 60 days past its range)."""
+    to it carry and that fall due on it, and (landing folder) the label files of the day in
+    ``labels/``. Reads those validated days and the reports accepted on the days before (through
+    DailyTables: a declared 60-day mapping would make every UI backfill reach 60 days past its
+    range). Label files named in the config move into ``labels/_accepted/<day>/`` only after
+    the reports are stored."""
     first, last = window_days(context.partition_time_window)
+    delivery = None
+    if isinstance(transaction_source, LandingSource):
+        take = [(f.name, f.sha256, dt.date.fromisoformat(f.day)) for f in config.label_files]
+        delivery = transaction_source.read_label_delivery(first, last, take)
+        for name, why in delivery.skipped:
+            context.log.warning(f"label file {name} not taken: {why}")
+    elif config.label_files:
+        raise dg.Failure("label_files are given but FRAUD_SOURCE is not 'landing'")
     window_first, _ = report_window(first)
     window_first = max(window_first, settings.start_date())
     before = [d for d in _days(window_first, first - dt.timedelta(days=1))]
     history, _ = daily_tables.read_existing_days(VALIDATED, before)
     transactions = pl.concat([*([history] if history.width else []), validated_transactions],
                              how="diagonal_relaxed")
-    candidates = delivered_reports(transactions)
+    candidates = delivered_reports(transactions).with_columns(
+        _day=pl.col("reported_at").dt.date(), parse_errors=pl.lit(None, pl.Utf8))
+    if delivery is not None:
+        filed = delivery.transactions.rename({"partition_date": "_day"})
+        candidates = pl.concat([candidates, filed], how="diagonal_relaxed")
     earlier = read_labels(daily_tables, window_first, first - dt.timedelta(days=1))
     accepted, quarantined = [], []
     for day in _days(first, last):
-        due = candidates.filter(pl.col("reported_at").dt.date() == day)
+        due = candidates.filter(pl.col("_day") == day)
         window = report_window(day)
         split = split_reports(
-            due.select(list(REPORT_DTYPES)), day,
+            due.select(*REPORT_DTYPES, "parse_errors"), day,
             transactions.filter(pl.col("tx_datetime").dt.date().is_between(*window)),
             earlier,
         )
@@ -97,3 +120,9 @@ def fraud_labels(
         quarantined, output_name="quarantined_labels",
         metadata={"reasons": dg.MetadataValue.md(markdown_table(reasons.head(20)))},
     )
+    if delivery is not None and delivery.taken:
+        moved, left = transaction_source.commit_labels(delivery)
+        for path in moved:
+            context.log.info(f"accepted {path}")
+        for name, why in left:
+            context.log.warning(f"label file {name} left at the top: {why}")

@@ -152,8 +152,8 @@ def fraud_reports(labels: pl.DataFrame | None) -> pl.DataFrame:
         report_day=pl.col("reported_at").dt.date())
 
 
-def state_as_of(transactions: pl.DataFrame, day: dt.date, spec: FeatureSpec = FeatureSpec(),
-                labels: pl.DataFrame | None = None) -> pl.DataFrame:
+def state_as_of(transactions: pl.DataFrame, day: dt.date, spec: FeatureSpec = FeatureSpec(), *,
+                labels: pl.DataFrame | None) -> pl.DataFrame:
     """The feature state at the end of ``day``, written plainly: the definition that the
     vectorised ``feature_states`` is tested against.
 
@@ -268,7 +268,7 @@ def _entity_states(daily: pl.DataFrame, reports: pl.DataFrame, first: dt.date, l
 
 
 def feature_states(transactions: pl.DataFrame, first: dt.date, last: dt.date,
-                   spec: FeatureSpec = FeatureSpec(), labels: pl.DataFrame | None = None
+                   spec: FeatureSpec = FeatureSpec(), *, labels: pl.DataFrame | None
                    ) -> pl.DataFrame:
     """The feature state at the end of each day ``first``..``last`` (``transactions`` must hold
     the ``history_days`` before ``first`` too, ``labels`` the reports made up to ``last``), in
@@ -438,19 +438,20 @@ def features_for_day(transactions: pl.DataFrame, state: pl.DataFrame,
 
 
 def batch_features(
-    history: pl.DataFrame, first: dt.date, last: dt.date, spec: FeatureSpec = FeatureSpec(),
-    labels: pl.DataFrame | None = None,
+    history: pl.DataFrame, first: dt.date, last: dt.date, spec: FeatureSpec = FeatureSpec(), *,
+    labels: pl.DataFrame | None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Features for every transaction of days ``first``..``last`` and the state at the end of each.
 
     ``history`` holds validated transactions from ``first - spec.history_days()`` to ``last``,
-    ``labels`` the accepted reports (``fraud_labels`` rows) made up to ``last`` (None: none);
+    ``labels`` the accepted reports (``fraud_labels`` rows) made up to ``last`` (None: no report
+    at all, so every known-fraud count is 0: say so explicitly);
     each day's features are ``features_for_day`` with the state of the day before and the day's
     own transactions, computed for all days at once. Rows come day by day, in their order in
     ``history`` within a day; states in ``state_date`` order.
     """
     one = dt.timedelta(days=1)
-    states = feature_states(history, first - one, last, spec, labels)
+    states = feature_states(history, first - one, last, spec, labels=labels)
     day = pl.col("tx_datetime").dt.date()
     transactions = history.filter(day.is_between(first, last))
     if not transactions.get_column("tx_datetime").dt.date().is_sorted():

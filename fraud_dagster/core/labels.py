@@ -132,7 +132,8 @@ class LabelSplit:
 
 def split_reports(reports: pl.DataFrame, day: dt.date, transactions: pl.DataFrame,
                   earlier: pl.DataFrame) -> LabelSplit:
-    """The reports made on ``day`` (``REPORT_DTYPES``) split into accepted ones
+    """The reports made on ``day`` (``REPORT_DTYPES``, and ``parse_errors`` for a file's
+    unreadable values) split into accepted ones
     (``LABEL_DTYPES``) and quarantined ones, each with every reason; reports in = accepted +
     quarantined.
 
@@ -144,7 +145,9 @@ def split_reports(reports: pl.DataFrame, day: dt.date, transactions: pl.DataFram
     repeats or contradicts another report of the transaction (earlier, or the same day: of
     identical reports the first is kept, conflicting ones are all quarantined)."""
     start = pl.lit(dt.datetime.combine(day, dt.time()))
-    frame = reports.select(list(REPORT_DTYPES)).cast(REPORT_DTYPES).with_row_index("_row")
+    errors = pl.col("parse_errors") if "parse_errors" in reports.columns else pl.lit(None, pl.Utf8)
+    frame = (reports.select(*REPORT_DTYPES, _errors=errors).cast(REPORT_DTYPES)
+             .with_row_index("_row"))
     keys = transactions.select("transaction_id", "tx_datetime", "customer_id", "terminal_id")
     before = (earlier.select("transaction_id", _earlier_label="tx_fraud",
                              _earlier_day=pl.col("reported_at").dt.date())
@@ -157,6 +160,7 @@ def split_reports(reports: pl.DataFrame, day: dt.date, transactions: pl.DataFram
     frame = frame.join(same_day, on="transaction_id", how="left", maintain_order="left")
     window_first, _ = report_window(day)
     rules = [
+        pl.when(pl.col("_errors").is_not_null()).then(pl.lit("unreadable value: ") + pl.col("_errors")),
         pl.when(label.is_null() | ~label.is_in([0, 1])).then(pl.lit("tx_fraud is not 0 or 1")),
         pl.when(pl.col("reported_at").is_null()).then(pl.lit("missing reported_at")),
         pl.when((pl.col("reported_at") < start) | (pl.col("reported_at") >= start + _DAY))
