@@ -37,9 +37,12 @@ class SimulatorSource(TransactionSource):
     drift_fraud_factor: float = SimulatorConfig.drift_fraud_factor
     stolen_cards_per_day: float = SimulatorConfig.n_stolen_cards
     tested_cards_per_day: float = SimulatorConfig.n_tested_cards
+    scale: int = 1
+    """Customers, terminals and every fraud scenario's daily count times this
+    (``FRAUD_SIMULATOR_SCALE``; 10: about 100,000 transactions a day)."""
 
     @classmethod
-    def handbook(cls) -> "SimulatorSource":
+    def handbook(cls, scale: int = 1) -> "SimulatorSource":
         """The Fraud Detection Handbook's setting (``SimulatorConfig.handbook``)."""
         config = SimulatorConfig.handbook()
         return cls(
@@ -47,6 +50,7 @@ class SimulatorSource(TransactionSource):
             drift_start=None,
             stolen_cards_per_day=config.n_stolen_cards,
             tested_cards_per_day=config.n_tested_cards,
+            scale=scale,
         )
 
     def simulator_config(self) -> SimulatorConfig:
@@ -59,7 +63,7 @@ class SimulatorSource(TransactionSource):
             drift_fraud_factor=self.drift_fraud_factor,
             n_stolen_cards=self.stolen_cards_per_day,
             n_tested_cards=self.tested_cards_per_day,
-        )
+        ).scaled(self.scale)
 
     def read_days(self, first: dt.date, last: dt.date) -> pl.DataFrame:
         simulator = Simulator(self.simulator_config())

@@ -185,3 +185,22 @@ def test_the_exported_champion_names_its_mlflow_run_in_postgres(project):
     assert (str(champion[0]), champion[1]) in {
         (e["registered_version"], e["mlflow_run_id"]) for e in exported}
     assert project.champion_run.run_id in {e["export_dagster_run_id"] for e in exported}
+
+
+def test_mlflow_follows_fraud_postgres_url_into_its_own_schema(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("FRAUD_POSTGRES_URL", "postgresql+psycopg2://fraud:pw@db:5432/fraud?sslmode=require")
+    assert settings.mlflow_tracking_uri() == ("postgresql+psycopg2://fraud:pw@db:5432/fraud"
+                                              "?sslmode=require&options=-csearch_path%3Dmlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")  # MLflow's own wins
+    assert settings.mlflow_tracking_uri() == "http://127.0.0.1:5000"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.delenv("FRAUD_POSTGRES_URL")
+    assert settings.mlflow_tracking_uri() is None  # the SQLite file under the data root
+
+
+def test_a_url_without_the_psycopg2_driver_is_refused_saying_which_scheme(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("FRAUD_POSTGRES_URL", "postgresql://fraud@db/fraud")
+    with pytest.raises(ValueError, match=r"postgresql\+psycopg2://"):
+        settings.mlflow_tracking_uri()

@@ -14,7 +14,7 @@ from fraud_dagster.core.features import (
 )
 from fraud_dagster.core.schema import POLARS_DTYPES as VALIDATED_DTYPES
 from fraud_dagster.io_managers import DailyTables
-from fraud_dagster.partitions import daily_partitions, window_days
+from fraud_dagster.partitions import daily_backfill_policy, daily_partitions, window_days
 
 VALIDATED = dg.AssetKey("validated_transactions")
 
@@ -47,7 +47,7 @@ class FeaturesConfig(dg.Config):
     # computing features and a feature_state for days that were never ingested.
     ins={"validated_transactions": dg.AssetIn()},
     partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=daily_backfill_policy,
     group_name="features",
 )
 def transaction_features(

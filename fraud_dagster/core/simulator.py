@@ -66,6 +66,20 @@ class SimulatorConfig:
         """The Fraud Detection Handbook's setting: its three scenarios only, no drift."""
         return cls(seed=seed, n_stolen_cards=0.0, n_tested_cards=0.0, drift_start=None)
 
+    def scaled(self, factor: int) -> SimulatorConfig:
+        """``factor`` times the customers and terminals on the same grid, so about ``factor``
+        times the transactions a day (each terminal sees as many as before), and each fraud
+        scenario's daily count with them, so the fraud rate stays what it was."""
+        return dataclasses.replace(
+            self,
+            n_customers=self.n_customers * factor,
+            n_terminals=self.n_terminals * factor,
+            n_compromised_terminals=self.n_compromised_terminals * factor,
+            n_compromised_customers=self.n_compromised_customers * factor,
+            n_stolen_cards=self.n_stolen_cards * factor,
+            n_tested_cards=self.n_tested_cards * factor,
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class Profiles:
