@@ -347,7 +347,8 @@ def dagster_run_per_day(days: int, root: Path) -> dict:
     home.mkdir()
     out: dict = {"runs": 0, "stages": {}}
     with dg.instance_for_test(temp_dir=str(home)) as instance:
-        for stage, assets in STAGES.items():
+        for stage in ("transactions", "features"):
+            assets = STAGES[stage]
             t0 = time.perf_counter()
             steps: dict[str, float] = {}
             for i in range(days):
