@@ -12,11 +12,14 @@ Scenarios, in the order they run:
 - ``functions``: the pure functions alone (simulate, validate, features, write parquet), no Dagster:
   the floor.
 - ``dagster_stage`` transactions, then features: ``ingest_job`` over all days as ONE run per stage,
-  as a UI backfill makes it (``BackfillPolicy.single_run``), into one temporary instance. Besides
-  wall time, rows/s and peak memory, each reports where its time went, from the run's event log
-  (``split_s``): creating the run (one planned event per asset and partition), start-up, loading the
-  inputs, computing, writing the files, and Dagster recording the materialisations (one event per
-  asset and partition).
+  as a UI backfill makes it (``BackfillPolicy.single_run``), into one temporary instance: on
+  SQLite, then again (simulated anew) on PostgreSQL (``deploy/postgres/dagster.yaml``, a
+  throwaway server started by the benchmark, fsync on). Besides wall time, rows/s and peak
+  memory, each reports where its time went, from the run's event log (``split_s``): creating
+  the run (one planned event per asset and partition), start-up, loading the inputs, computing,
+  writing the files, and Dagster recording the materialisations (one event per asset and
+  partition); ``compute_s`` is loading + computing + writing, ``bookkeeping_s`` the rest of the
+  wall time.
 - ``features_functions``: what the features stage does without Dagster, on the same stored days:
   read them with the IO manager's functions, ``batch_features``, write one file per asset and day.
 - ``dagster_run_per_day``: the same job one day per run, for a few days, to show what a backfill
@@ -26,7 +29,14 @@ Scenarios, in the order they run:
 - ``drift_functions``: the floor for it, ``predict_proba`` and ``drift_summary`` (HTML written) on
   a sample of the same days without Dagster.
 
-Then one summary line per stage against its floor (drift: seconds per day).
+- the scaled backfill (``--scale``, default 10: ``FRAUD_SIMULATOR_SCALE=10``, ~100,000
+  transactions a day) of the same days on PostgreSQL, cut as the daily assets' backfill policy
+  cuts it: one ``ingest_job`` run (both stages) per ``max_partitions_per_run`` days, each in a
+  process of its own as the run launcher starts them.
+
+Then one summary line per stage, SQLite and Postgres side by side, against its floor (drift:
+seconds per day), and one for the scaled backfill. ``--no-drift`` skips the drift stage,
+``--per-day-runs 0`` the runs per day, ``--scale 0`` the scaled backfill.
 
     uv run python benchmarks/pipeline.py --only-stage drift --root DIR   # DIR holds both stages
 """
@@ -43,6 +53,9 @@ import tempfile
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 START = dt.date(2025, 1, 1)
 FLOORS_S = {"transactions": 60, "features": 30}
 DRIFT_FLOOR_S_PER_DAY = 3.0
@@ -249,25 +262,55 @@ def _ingest_job(root: Path):
 
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+STAGES["ingest"] = STAGES["transactions"] + STAGES["features"]
+DATA_WORK = ("load_inputs", "compute", "write")
+"""The phases of ``split_s`` that are the data work; the rest is Dagster's bookkeeping."""
 
 
-def dagster_stage(stage: str, days: int, root: Path) -> dict:
-    """One stage of ingest_job over all days as one run, into the instance under ``root``
-    (the features stage reads what the transactions stage stored there)."""
+@contextlib.contextmanager
+def _instance(home: Path, storage: str):
+    """SQLite under ``home`` (Dagster's test instance), or ``deploy/postgres/dagster.yaml`` with
+    its files under ``home`` and the database of ``FRAUD_POSTGRES_URL``."""
+    import dagster as dg
+
+    home.mkdir(parents=True, exist_ok=True)
+    if storage == "sqlite":
+        with dg.instance_for_test(temp_dir=str(home)) as instance:
+            yield instance
+        return
+    (home / "dagster.yaml").write_text(
+        (REPO / "deploy" / "postgres" / "dagster.yaml").read_text()
+        .replace("base_dir: data/dagster", f"base_dir: {home}/data/dagster"))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        yield instance
+
+
+def _rows_of_days(root: Path, asset: str, first: dt.date, last: dt.date) -> int:
+    import polars as pl
+
+    folder = root / "data" / "assets" / asset
+    files = [folder / f"{first + dt.timedelta(days=i)}.parquet"
+             for i in range((last - first).days + 1)]
+    return pl.scan_parquet(files).select(pl.len()).collect().item()
+
+
+def dagster_stage(stage: str, days: int, root: Path, storage: str = "sqlite",
+                  first: dt.date = START) -> dict:
+    """One stage of ingest_job (``ingest``: both) over ``days`` days from ``first`` as one run,
+    into the instance under ``root`` (the features stage reads what the transactions stage
+    stored there)."""
     import dagster as dg
 
     from fraud_dagster.partitions import partition_range_tags
 
     job = _ingest_job(root)
-    home = root / "dagster"
-    home.mkdir(exist_ok=True)
     assets = STAGES[stage]
-    last = START + dt.timedelta(days=days - 1)
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
+    last = first + dt.timedelta(days=days - 1)
+    with _instance(root / "dagster", storage) as instance:
         called_at, t0 = time.time(), time.perf_counter()
         result = job.execute_in_process(
             instance=instance,
-            tags=partition_range_tags(START, last),
+            tags=partition_range_tags(first, last),
             run_config=QUIET,
             asset_selection=[dg.AssetKey(a) for a in assets],
         )
@@ -278,10 +321,15 @@ def dagster_stage(stage: str, days: int, root: Path) -> dict:
         materialized = {
             a: len(instance.get_materialized_partitions(dg.AssetKey(a))) for a in assets
         }
-    rows = _rows(root, assets[0])
+    rows = _rows_of_days(root, assets[0], first, last)
+    compute = sum(split["split_s"][phase] for phase in DATA_WORK)
     return {
         "stage": stage,
+        "storage": storage,
+        "first": first.isoformat(),
         "wall_s": round(wall, 2),
+        "compute_s": round(compute, 2),
+        "bookkeeping_s": round(wall - compute, 2),
         "step_s": round(sum(steps.values()), 2),
         "rows": rows,
         "rows_per_s": round(rows / wall),
@@ -302,7 +350,8 @@ def dagster_run_per_day(days: int, root: Path) -> dict:
     home.mkdir()
     out: dict = {"runs": 0, "stages": {}}
     with dg.instance_for_test(temp_dir=str(home)) as instance:
-        for stage, assets in STAGES.items():
+        for stage in ("transactions", "features"):
+            assets = STAGES[stage]
             t0 = time.perf_counter()
             steps: dict[str, float] = {}
             for i in range(days):
@@ -408,7 +457,8 @@ def drift_functions(days: int, root: Path, sample: int) -> dict:
             "max_s_per_day": round(max(seconds), 2)}
 
 
-def measure(scenario: str, days: int, root: Path | None, stage: str | None) -> dict:
+def measure(scenario: str, days: int, root: Path | None, stage: str | None,
+            storage: str = "sqlite", first: dt.date = START) -> dict:
     with contextlib.ExitStack() as stack:
         if root is None:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -417,7 +467,7 @@ def measure(scenario: str, days: int, root: Path | None, stage: str | None) -> d
         elif scenario == "features_functions":
             result = features_functions(days, root)
         elif scenario == "dagster_stage":
-            result = dagster_stage(stage, days, root)
+            result = dagster_stage(stage, days, root, storage, first)
         elif scenario == "dagster_drift":
             result = dagster_drift(days, root)
         elif scenario == "drift_functions":
@@ -432,11 +482,13 @@ def measure(scenario: str, days: int, root: Path | None, stage: str | None) -> d
     }
 
 
-def _run(scenario: str, days: int, root: Path | None = None, stage: str | None = None) -> dict:
-    command = [sys.executable, __file__, "--scenario", scenario, "--days", str(days)]
+def _run(scenario: str, days: int, root: Path | None = None, stage: str | None = None,
+         storage: str = "sqlite", first: dt.date = START, **env: str) -> dict:
+    command = [sys.executable, __file__, "--scenario", scenario, "--days", str(days),
+               "--storage", storage, "--first", first.isoformat()]
     command += ["--root", str(root)] if root else []
     command += ["--stage", stage] if stage else []
-    out = subprocess.run(command, capture_output=True, text=True)
+    out = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env})
     if out.returncode:
         sys.exit(f"{scenario} {stage or ''} failed:\n{out.stderr[-4000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -454,6 +506,12 @@ def main() -> None:
                  "dagster_drift", "drift_functions"],
     )
     parser.add_argument("--stage", choices=list(STAGES))
+    parser.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--first", type=dt.date.fromisoformat, default=START)
+    parser.add_argument("--no-drift", dest="drift", action="store_false",
+                        help="skip the drift stage (6 of the 9 minutes)")
+    parser.add_argument("--scale", type=int, default=10,
+                        help="FRAUD_SIMULATOR_SCALE of the scaled backfill (0: none)")
     parser.add_argument("--root", type=Path, help="data and instance folder shared by stages")
     parser.add_argument(
         "--only-stage",
@@ -462,7 +520,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.scenario:
-        print(json.dumps(measure(args.scenario, args.days, args.root, args.stage)))
+        print(json.dumps(measure(args.scenario, args.days, args.root, args.stage, args.storage,
+                                 args.first)))
         return
     if args.only_stage:
         if args.only_stage != "transactions" and not args.root:
@@ -476,17 +535,33 @@ def main() -> None:
                 _run("dagster_stage", args.days, root, args.only_stage)
         return
 
-    with tempfile.TemporaryDirectory() as tmp:
-        shared = Path(tmp)
+    from fraud_dagster.partitions import backfill_policy_for
+    from fraud_dagster_tests.processes import PostgresServer, postgres_bin_dir
+
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        sys.exit("PostgreSQL 15's initdb and pg_ctl are needed (Debian's postgresql-15)")
+    with (tempfile.TemporaryDirectory() as tmp,
+          PostgresServer(bin_dir).running() as postgres):  # fsync on, as a server keeps it
+        shared = Path(tmp) / "sqlite"
         functions_only = _run("functions", args.days)
-        stages = {
-            "transactions": _run("dagster_stage", args.days, shared, "transactions"),
-            "features": _run("dagster_stage", args.days, shared, "features"),
-        }
+        stages: dict[str, dict] = {}
+        for storage in ("sqlite", "postgres"):
+            root = Path(tmp) / storage
+            env = ({"FRAUD_POSTGRES_URL": postgres.create_database("bench")}
+                   if storage == "postgres" else {})
+            for stage in ("transactions", "features"):
+                stages[f"{stage}_{storage}"] = _run("dagster_stage", args.days, root, stage,
+                                                    storage, **env)
         features_only = _run("features_functions", args.days, shared)
-        drift = _run("dagster_drift", args.days, shared)
-        drift_floor = _run("drift_functions", args.days, shared)
-    per_day = _run("dagster_run_per_day", args.per_day_runs)["stages"]
+        if args.drift:
+            drift = _run("dagster_drift", args.days, shared)
+            drift_floor = _run("drift_functions", args.days, shared)
+        if args.scale > 1:
+            scaled = scaled_backfill(args.days, args.scale, Path(tmp) / f"scale{args.scale}",
+                                     postgres.create_database(f"bench_scale{args.scale}"),
+                                     backfill_policy_for(args.scale).max_partitions_per_run)
+    per_day = _run("dagster_run_per_day", args.per_day_runs)["stages"] if args.per_day_runs else None
 
     pure = functions_only["stages"]
     baselines = {
@@ -501,24 +576,60 @@ def main() -> None:
         },
     }
     for stage, floor in FLOORS_S.items():
-        run = stages[stage]
         print(json.dumps({
-            "summary": f"{stage}: single-run backfill vs baselines",
+            "summary": f"{stage}: single-run backfill, SQLite vs Postgres, vs baselines",
             "days": args.days,
-            "rows": run["rows"],
-            "single_run_wall_s": run["wall_s"],
-            "single_run_step_s": run["step_s"],
-            "single_run_rows_per_s": run["rows_per_s"],
-            "single_run_peak_rss_mb": run["peak_rss_mb"],
-            "single_run_split_s": run["split_s"],
+            "rows": stages[f"{stage}_sqlite"]["rows"],
+            **{storage: _figures(stages[f"{stage}_{storage}"]) for storage in ("sqlite", "postgres")},
             **baselines[stage],
-            "run_per_day_wall_s_extrapolated": round(
-                per_day[stage]["wall_s"] / args.per_day_runs * args.days, 1
-            ),
+            **({"run_per_day_wall_s_extrapolated": round(
+                per_day[stage]["wall_s"] / args.per_day_runs * args.days, 1)} if per_day else {}),
             "floor_wall_s": floor,
-            "meets_floor": run["wall_s"] < floor,
+            "meets_floor": {storage: stages[f"{stage}_{storage}"]["wall_s"] < floor
+                            for storage in ("sqlite", "postgres")},
         }), flush=True)
-    drift_summary_line(args.days, drift, drift_floor)
+    if args.drift:
+        drift_summary_line(args.days, drift, drift_floor)
+    if args.scale > 1:
+        print(json.dumps(scaled), flush=True)
+
+
+def _figures(run: dict) -> dict:
+    return {key: run[key] for key in ("wall_s", "compute_s", "bookkeeping_s", "rows_per_s",
+                                      "peak_rss_mb")}
+
+
+def scaled_backfill(days: int, scale: int, root: Path, postgres_url: str,
+                    days_per_run: int) -> dict:
+    """The daily assets' backfill at ``FRAUD_SIMULATOR_SCALE=scale`` on Postgres, cut as their
+    backfill policy cuts it: one ingest_job run (both stages) per ``days_per_run`` days, each in
+    a process of its own, as the run launcher starts them."""
+    env = {"FRAUD_SIMULATOR_SCALE": str(scale), "FRAUD_POSTGRES_URL": postgres_url}
+    runs = []
+    for offset in range(0, days, days_per_run):
+        n = min(days_per_run, days - offset)
+        runs.append(_run("dagster_stage", n, root, "ingest", "postgres",
+                         START + dt.timedelta(days=offset), **env))
+    wall = sum(r["wall_s"] for r in runs)
+    rows = sum(r["rows"] for r in runs)
+    per_stage = {}
+    for stage, assets in (("transactions", STAGES["transactions"]), ("features", STAGES["features"])):
+        steps = [name for name in runs[0]["steps_s"] if name in assets or name.startswith(assets)]
+        per_stage[stage] = round(sum(r["steps_s"].get(step, 0.0) for r in runs for step in steps), 1)
+    compute = sum(r["compute_s"] for r in runs)
+    return {
+        "summary": f"scale {scale}: {days}-day backfill of the daily assets on Postgres,"
+                   f" {len(runs)} runs of at most {days_per_run} days (BackfillPolicy.multi_run)",
+        "rows": rows,
+        "rows_per_day": round(rows / days),
+        "wall_s": round(wall, 1),
+        "compute_s": round(compute, 1),
+        "bookkeeping_s": round(wall - compute, 1),
+        "rows_per_s": round(rows / wall),
+        "step_s_by_stage": per_stage,
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "run_wall_s": [r["wall_s"] for r in runs],
+    }
 
 
 def drift_summary_line(days: int, drift: dict, floor: dict) -> None:

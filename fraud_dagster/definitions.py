@@ -33,8 +33,9 @@ def transaction_source():
         return LandingSource(landing_dir=str(settings.landing_dir()),
                              settle_seconds=settings.landing_settle_seconds())
     if settings.simulator() == "handbook":
-        return SimulatorSource.handbook()
-    return SimulatorSource(drift_start=settings.drift_start().isoformat())
+        return SimulatorSource.handbook(scale=settings.simulator_scale())
+    return SimulatorSource(drift_start=settings.drift_start().isoformat(),
+                           scale=settings.simulator_scale())
 
 
 def local_resources(
@@ -73,6 +74,18 @@ def default_resources() -> dict:
                            serving.bentoml_home_from_env())
 
 
+def executor() -> dg.ExecutorDefinition:
+    """``FRAUD_EXECUTOR``. In process by default: steps here are short and polars already uses
+    every core, so a process per step mostly adds start-up time. ``multiprocess`` runs
+    independent steps (the four validation checks of a day) at once,
+    at most ``FRAUD_MAX_CONCURRENT_STEPS``. A deployment swaps in the Kubernetes or Celery
+    executor here (README, Scaling out)."""
+    if settings.executor() == "multiprocess":
+        return dg.multiprocess_executor.configured(
+            {"max_concurrent": settings.max_concurrent_steps()})
+    return dg.in_process_executor
+
+
 def make_definitions(resources: dict) -> dg.Definitions:
     return dg.Definitions(
         assets=dg.load_assets_from_modules([transactions, labels, features, model, serving, monitoring]),
@@ -81,9 +94,7 @@ def make_definitions(resources: dict) -> dg.Definitions:
         schedules=[daily_ingest],
         sensors=[landing_sensor, drift_sensor, run_failure_alerts, check_failure_alerts],
         resources=resources,
-        # Steps here are short and polars already uses every core: a process per step would only
-        # add start-up time. A deployment swaps in the Kubernetes or Celery executor here.
-        executor=dg.in_process_executor,
+        executor=executor(),
     )
 
 

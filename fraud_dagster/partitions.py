@@ -17,6 +17,24 @@ def daily_partitions_definition() -> dg.DailyPartitionsDefinition:
 
 daily_partitions = daily_partitions_definition()
 
+DAYS_PER_RUN_AT_SCALE_1 = 183
+"""The longest backfill run measured at the simulator's own size (about 1.8 M transactions: 1.6 GB
+peak for the features, README "Benchmark")."""
+
+
+def backfill_policy_for(scale: int) -> dg.BackfillPolicy:
+    """How a UI backfill of the daily transactions and features is cut into runs, from the data
+    size (``FRAUD_SIMULATOR_SCALE``): one run at the simulator's own size; at ``scale`` times
+    the transactions a day, runs of at most ``DAYS_PER_RUN_AT_SCALE_1 // scale`` days, so a run
+    holds about as many rows, and as much memory, whatever the scale (each features run also
+    reads its 37 days of history)."""
+    if scale <= 1:
+        return dg.BackfillPolicy.single_run()
+    return dg.BackfillPolicy.multi_run(max_partitions_per_run=max(1, DAYS_PER_RUN_AT_SCALE_1 // scale))
+
+
+daily_backfill_policy = backfill_policy_for(settings.simulator_scale())
+
 
 def window_days(window: dg.TimeWindow) -> tuple[dt.date, dt.date]:
     """First and last day (inclusive) of a run's daily partition window."""

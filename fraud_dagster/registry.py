@@ -9,8 +9,11 @@ Nothing here knows about Dagster.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import re
 import tempfile
+import urllib.parse
 from pathlib import Path
 
 import mlflow
@@ -30,10 +33,34 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 
 
-def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None) -> None:
-    """Create the experiment with its artifacts under the data root (MLflow's default is ./mlruns)."""
+@functools.cache
+def prepare_tracking_store(tracking_uri: str) -> None:
+    """What MLflow needs before it creates its tables: the SQLite file's folder, or on
+    PostgreSQL the schema the URI's ``search_path`` names (``settings.with_search_path``)."""
     if tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return
+    if not tracking_uri.startswith("postgresql"):
+        return
+    options = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(tracking_uri).query)).get("options", "")
+    found = re.search(r"search_path=(\w+)", options)
+    if found is None:
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(tracking_uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(f'CREATE SCHEMA IF NOT EXISTS "{found.group(1)}"'))
+    except sqlalchemy.exc.IntegrityError:
+        pass  # created by another process between its check and ours
+    finally:
+        engine.dispose()
+
+
+def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None) -> None:
+    """Create the experiment with its artifacts under the data root (MLflow's default is ./mlruns)."""
+    prepare_tracking_store(tracking_uri)
     client = MlflowClient(tracking_uri)
     if client.get_experiment_by_name(name) is None:
         try:

@@ -42,9 +42,12 @@ class SimulatorSource(TransactionSource):
     """Each fraud is delivered with the report it will get (``core.labels.simulated_reports``:
     some never, most within a week, a tail to 60 days), genuine ones unreported. False (the
     Handbook's setting): every transaction carries its 0/1 label, reported a week after it."""
+    scale: int = 1
+    """Customers, terminals and every fraud scenario's daily count times this
+    (``FRAUD_SIMULATOR_SCALE``; 10: about 100,000 transactions a day)."""
 
     @classmethod
-    def handbook(cls) -> "SimulatorSource":
+    def handbook(cls, scale: int = 1) -> "SimulatorSource":
         """The Fraud Detection Handbook's setting (``SimulatorConfig.handbook``)."""
         config = SimulatorConfig.handbook()
         return cls(
@@ -53,6 +56,7 @@ class SimulatorSource(TransactionSource):
             stolen_cards_per_day=config.n_stolen_cards,
             tested_cards_per_day=config.n_tested_cards,
             delayed_labels=False,
+            scale=scale,
         )
 
     def simulator_config(self) -> SimulatorConfig:
@@ -65,7 +69,7 @@ class SimulatorSource(TransactionSource):
             drift_fraud_factor=self.drift_fraud_factor,
             n_stolen_cards=self.stolen_cards_per_day,
             n_tested_cards=self.tested_cards_per_day,
-        )
+        ).scaled(self.scale)
 
     def read_days(self, first: dt.date, last: dt.date) -> pl.DataFrame:
         simulator = Simulator(self.simulator_config())

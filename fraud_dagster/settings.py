@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import urllib.parse
 from pathlib import Path
 
 DEFAULT_START_DATE = "2025-01-01"
 SOURCES = ("simulator", "landing")
+EXECUTORS = ("in_process", "multiprocess")
 SIMULATORS = ("fraud_dagster", "handbook")
 
 
@@ -63,13 +65,69 @@ def drift_start() -> dt.date:
     return dt.date.fromisoformat(value) if value else start_date() + dt.timedelta(days=120)
 
 
+MLFLOW_POSTGRES_SCHEMA = "mlflow"
+"""MLflow's tables in a database of their own schema: Dagster's and MLflow's share table names
+(``runs``, ``alembic_version``)."""
+
+
+POSTGRES_SCHEME = "postgresql+psycopg2"
+"""SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, on which dagster-postgres 0.29's
+``NOTIFY run_events, %(id)s`` is a syntax error (it relies on psycopg2's client-side binding)."""
+
+
+def postgres_url() -> str | None:
+    """``FRAUD_POSTGRES_URL`` (``postgresql+psycopg2://user:password@host:port/database``): MLflow's
+    tracking store and registry move there, and the Dagster instance of
+    ``DAGSTER_HOME=deploy/postgres`` reads it."""
+    value = os.environ.get("FRAUD_POSTGRES_URL") or None
+    if value and urllib.parse.urlsplit(value).scheme != POSTGRES_SCHEME:
+        raise ValueError(f"FRAUD_POSTGRES_URL must start with {POSTGRES_SCHEME}:// (dagster-postgres"
+                         f" needs the psycopg2 driver), not {value.split('://')[0]}://")
+    return value
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """A ``postgresql://`` URL whose connections use ``schema`` (libpq's ``options``)."""
+    parts = urllib.parse.urlsplit(url)
+    query = [*urllib.parse.parse_qsl(parts.query), ("options", f"-csearch_path={schema}")]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
 
 def mlflow_tracking_uri() -> str | None:
-    """MLflow's own ``MLFLOW_TRACKING_URI``, when set, moves tracking and registry off the local
-    SQLite file under the data root."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or None
+    """Where MLflow's tracking store and registry are, when not the SQLite file under the data
+    root: MLflow's own ``MLFLOW_TRACKING_URI`` if set, else schema ``mlflow`` of the database
+    ``FRAUD_POSTGRES_URL`` names. The one place the project decides it."""
+    explicit = os.environ.get("MLFLOW_TRACKING_URI")
+    if explicit:
+        return explicit
+    url = postgres_url()
+    return with_search_path(url, MLFLOW_POSTGRES_SCHEMA) if url else None
 
 
 def alert_webhook_url() -> str | None:
     """``FRAUD_ALERT_WEBHOOK_URL``: alerts are also POSTed there as JSON when set."""
     return os.environ.get("FRAUD_ALERT_WEBHOOK_URL") or None
+
+
+def executor() -> str:
+    """``FRAUD_EXECUTOR``: ``in_process`` (default: a run's steps one after another in its
+    process) or ``multiprocess`` (independent steps at once, a process each)."""
+    value = os.environ.get("FRAUD_EXECUTOR", "in_process")
+    if value not in EXECUTORS:
+        raise ValueError(f"FRAUD_EXECUTOR must be one of {', '.join(EXECUTORS)}, not {value!r}")
+    return value
+
+
+def max_concurrent_steps() -> int:
+    """``FRAUD_MAX_CONCURRENT_STEPS`` (default 2, the cores of a laptop here): how many steps of
+    one run the multiprocess executor runs at once."""
+    return int(os.environ.get("FRAUD_MAX_CONCURRENT_STEPS", "2"))
+
+
+def simulator_scale() -> int:
+    """``FRAUD_SIMULATOR_SCALE`` (default 1): the simulator's customers, terminals and daily fraud
+    counts times this (10: about 100,000 transactions a day)."""
+    value = int(os.environ.get("FRAUD_SIMULATOR_SCALE", "1"))
+    if value < 1:
+        raise ValueError(f"FRAUD_SIMULATOR_SCALE must be a whole number >= 1, not {value}")
+    return value

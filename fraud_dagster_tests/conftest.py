@@ -12,7 +12,7 @@ import redis
 from fraud_dagster.definitions import local_resources, make_definitions
 from fraud_dagster.partitions import partition_range_tags
 from fraud_dagster.resources import LandingSource, SimulatorSource
-from fraud_dagster_tests.processes import free_port
+from fraud_dagster_tests.processes import PostgresServer, free_port, postgres_bin_dir
 
 # Small populations keep runs quick; the behaviour under test does not depend on size.
 SMALL_SIMULATOR = dict(n_customers=500, n_terminals=1_000, drift_start="2025-03-01")
@@ -110,3 +110,20 @@ def redis_server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL 15 server on a free loopback port, in a throwaway cluster under /tmp
+    (fsync off), stopped and deleted after the session; yields it (``create_database`` gives a
+    database's URL).
+
+    Debian's ``postgresql-15`` package provides ``initdb`` and ``pg_ctl`` (``.ci/run`` installs it
+    when it is missing); the tests that use it are skipped on a machine without them."""
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL's initdb and pg_ctl are neither on the PATH nor in"
+                    " /usr/lib/postgresql/15/bin: install Debian's postgresql-15 package"
+                    " (apt-get install postgresql-15; .ci/run does)")
+    with PostgresServer(bin_dir, fsync=False).running() as server:
+        yield server

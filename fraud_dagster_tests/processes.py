@@ -3,10 +3,13 @@ until ready, stopping the whole process group."""
 
 import contextlib
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -131,3 +134,81 @@ class BentoServer:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+POSTGRES_BIN_DIRS = (Path("/usr/lib/postgresql/15/bin"),)
+"""Where Debian's postgresql-15 package puts initdb and pg_ctl (not on the PATH)."""
+
+
+def postgres_bin_dir() -> Path | None:
+    """The folder holding ``initdb`` and ``pg_ctl``: the PATH's, else Debian's; None if neither."""
+    on_path = shutil.which("initdb")
+    if on_path and shutil.which("pg_ctl"):
+        return Path(on_path).parent
+    return next((d for d in POSTGRES_BIN_DIRS if (d / "initdb").exists()
+                 and (d / "pg_ctl").exists()), None)
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL on a free loopback port, its cluster in a new folder under /tmp.
+
+    ``initdb`` refuses to run as root: as root, the cluster belongs to the ``postgres`` user (which
+    Debian's package creates) and both programs run as that user (``runuser``). Connections from
+    loopback are trusted (``postgres``, no password). ``fsync=False`` for tests (nothing to keep
+    after a crash); the benchmark keeps PostgreSQL's default (on)."""
+
+    def __init__(self, bin_dir: Path, fsync: bool = True):
+        self.bin_dir = bin_dir
+        self.port = free_port()
+        self.fsync = fsync
+        self.folder = Path(tempfile.mkdtemp(prefix="fraud-postgres-", dir="/tmp"))
+        self.data = self.folder / "data"
+        self.log = self.folder / "postgres.log"
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            os.chown(self.folder, user.pw_uid, user.pw_gid)
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, program: str, *args: str) -> None:
+        out = subprocess.run([*self._as_user, str(self.bin_dir / program), *args],
+                             capture_output=True, text=True)
+        if out.returncode:
+            log = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+            raise RuntimeError(f"{program} failed ({out.returncode}):\n{out.stdout}{out.stderr}{log}")
+
+    def start(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
+                  "--encoding=UTF8", "--no-sync")
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.folder}" + ("" if self.fsync else " -F")
+        self._run("pg_ctl", "start", "-w", "-t", "120", "-D", str(self.data), "-l", str(self.log),
+                  "-o", options)
+
+    def stop(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data))
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def create_database(self, name: str) -> str:
+        """A new database; its URL."""
+        import psycopg2
+
+        connection = psycopg2.connect(self.url().replace("+psycopg2", ""))
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            connection.close()
+        return self.url(name)
+
+    @contextlib.contextmanager
+    def running(self):
+        try:
+            self.start()
+            yield self
+        finally:
+            self.stop()

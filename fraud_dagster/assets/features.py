@@ -10,7 +10,7 @@ from fraud_dagster.assets.labels import FRAUD_LABELS, read_labels
 from fraud_dagster.core.features import FEATURE_COLUMNS, FeatureSpec, batch_features
 from fraud_dagster.core.schema import POLARS_DTYPES as VALIDATED_DTYPES
 from fraud_dagster.io_managers import DailyTables
-from fraud_dagster.partitions import daily_partitions, window_days
+from fraud_dagster.partitions import daily_backfill_policy, daily_partitions, window_days
 
 VALIDATED = dg.AssetKey("validated_transactions")
 
@@ -41,7 +41,7 @@ HISTORY_DAYS = FeatureSpec().history_days()
     # history window's transactions) through DailyTables.
     deps=[FRAUD_LABELS],
     partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=daily_backfill_policy,
     group_name="features",
 )
 def transaction_features(

@@ -48,6 +48,7 @@ class ModelRegistry(dg.ConfigurableResource):
     """Drift HTML reports and cached references live here."""
 
     def client(self) -> MlflowClient:
+        registry.prepare_tracking_store(self.tracking_uri)
         return MlflowClient(self.tracking_uri)
 
     def champion(self) -> registry.RegisteredModel | None:

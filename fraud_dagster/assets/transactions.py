@@ -10,13 +10,13 @@ from fraud_dagster.core.reporting import markdown_table
 from fraud_dagster.core.schema import QuarantinedTransaction, RawTransaction, ValidatedTransaction
 from fraud_dagster.core.validation import split_transactions
 from fraud_dagster.io_managers import DailyTables
-from fraud_dagster.partitions import daily_partitions, window_days
+from fraud_dagster.partitions import daily_backfill_policy, daily_partitions, window_days
 from fraud_dagster.resources import LandingSource, TransactionSource
 
 GROUP = "transactions"
 DAILY = dict(
     partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=daily_backfill_policy,
     group_name=GROUP,
 )
 

@@ -1,0 +1,206 @@
+"""The pipeline end to end on PostgreSQL: ``DAGSTER_HOME=deploy/postgres`` and ``FRAUD_POSTGRES_URL``
+put the Dagster instance (runs, event log, schedules) and MLflow's tracking store and registry on a
+real PostgreSQL server (the ``postgres_server`` fixture), and nothing on SQLite.
+
+One project, made once by the module's fixture, as the README's "Scaling out" runs it: days
+ingested, a champion trained and exported, drift reports of the drifted days, the retrain that
+``drift_sensor`` requests for them, its export. The tests then read what landed in PostgreSQL
+with plain SQL. The same flow on SQLite is tested in test_model_assets.py, test_monitoring.py and
+test_serving.py."""
+
+import dataclasses
+import datetime as dt
+import json
+from pathlib import Path
+
+import dagster as dg
+import psycopg2
+import pytest
+import yaml
+from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+
+from fraud_dagster import registry, settings
+from fraud_dagster.definitions import local_resources, make_definitions
+from fraud_dagster.partitions import partition_range_tags
+from fraud_dagster.resources import SimulatorSource
+from fraud_dagster.sensors import drift_sensor
+from fraud_dagster_tests.conftest import SMALL_SIMULATOR, run_ingest
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy" / "postgres"
+FIRST, CLEAN_LAST = dt.date(2025, 1, 1), dt.date(2025, 2, 28)
+DRIFTED = (dt.date(2025, 3, 1), dt.date(2025, 3, 7))  # SMALL_SIMULATOR's drift starts 2025-03-01
+FAST = {"models": ["xgboost"], "balancing": ["none"], "validation_folds": 2}
+
+
+def instance_yaml(home: Path) -> str:
+    """deploy/postgres/dagster.yaml with its files (compute logs, artifacts) under ``home``."""
+    return (DEPLOY / "dagster.yaml").read_text().replace("base_dir: data/dagster",
+                                                         f"base_dir: {home}/data/dagster")
+
+
+@dataclasses.dataclass
+class Project:
+    root: Path
+    url: str
+    instance: dg.DagsterInstance
+    defs: dg.Definitions
+    champion_run: dg.ExecuteInProcessResult
+    sensor_requests: list[dg.RunRequest]
+    sensor_run: dg.ExecuteInProcessResult
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    def query(self, sql: str, *args) -> list[tuple]:
+        connection = psycopg2.connect(self.url.replace("+psycopg2", ""))
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, args)
+                return cursor.fetchall()
+        finally:
+            connection.close()
+
+
+def retrain_config(**fraud_model) -> dict:
+    return {"ops": {"fraud_model": {"config": {**FAST, **fraud_model}}}}
+
+
+@pytest.fixture(scope="module")
+def project(postgres_server, tmp_path_factory):
+    root = tmp_path_factory.mktemp("postgres")
+    home = root / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(instance_yaml(home))
+    url = postgres_server.create_database("fraud")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("FRAUD_POSTGRES_URL", url)
+        env.setenv("DAGSTER_HOME", str(home))
+        env.delenv("MLFLOW_TRACKING_URI", raising=False)
+        defs = make_definitions(local_resources(
+            root / "data", SimulatorSource(**SMALL_SIMULATOR), settings.mlflow_tracking_uri()))
+        with dg.DagsterInstance.get() as instance:
+            assert run_ingest(defs, instance, FIRST, CLEAN_LAST).success
+            champion_run = defs.resolve_job_def("retrain_job").execute_in_process(
+                instance=instance, run_config=retrain_config(), raise_on_error=False)
+            assert champion_run.success
+            daily = defs.resolve_job_def("daily_job").execute_in_process(
+                instance=instance, tags=partition_range_tags(*DRIFTED), raise_on_error=False)
+            assert daily.success
+            context = dg.build_sensor_context(
+                instance=instance,
+                resources={name: defs.resources[name]
+                           for name in ("drift_policy", "daily_tables", "alerts")})
+            requests = list(drift_sensor(context) or [])
+            assert requests, "drift_sensor requested no retrain for the drifted days"
+            request = requests[0]
+            config = request.run_config
+            config["ops"]["fraud_model"]["config"].update(FAST)
+            sensor_run = defs.resolve_job_def("retrain_job").execute_in_process(
+                instance=instance, run_config=config, tags=request.tags, raise_on_error=False)
+            assert sensor_run.success
+            yield Project(root, url, instance, defs, champion_run, requests, sensor_run)
+
+
+def test_deploy_postgres_is_the_projects_instance_but_for_its_storage():
+    """deploy/postgres/dagster.yaml differs from the project's dagster.yaml in ``storage`` only:
+    the same run queue, concurrency limits, launcher, monitoring and retries."""
+    ours = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    deploy = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
+    assert deploy.pop("storage") == {"postgres": {"postgres_url": {"env": "FRAUD_POSTGRES_URL"}}}
+    assert "sqlite" in ours.pop("storage")
+    assert deploy == ours
+
+
+def test_the_instance_stores_runs_events_and_schedules_in_postgres(project):
+    assert isinstance(project.instance.run_storage, PostgresRunStorage)
+    assert isinstance(project.instance.event_log_storage, PostgresEventLogStorage)
+    assert isinstance(project.instance.schedule_storage, PostgresScheduleStorage)
+    assert sorted(p.name for p in project.root.rglob("*.db")) == []  # no SQLite file anywhere
+
+
+def test_every_run_and_its_events_are_rows_in_postgres(project):
+    runs = dict(project.query("SELECT pipeline_name, count(*) FROM runs GROUP BY pipeline_name"))
+    assert runs == {"ingest_job": 1, "retrain_job": 2, "daily_job": 1}
+    statuses = {status for (status,) in project.query("SELECT status FROM runs")}
+    assert statuses == {"SUCCESS"}
+    api_runs = {run.run_id for run in project.instance.get_runs()}
+    assert {run_id for (run_id,) in project.query("SELECT run_id FROM runs")} == api_runs
+    per_run = dict(project.query(
+        "SELECT run_id, count(*) FROM event_logs GROUP BY run_id"))
+    assert set(per_run) == api_runs and min(per_run.values()) > 10
+
+
+def test_each_day_is_materialised_once_per_run_in_the_event_log(project):
+    rows = project.query(
+        "SELECT asset_key, partition, count(*) FROM event_logs WHERE dagster_event_type ="
+        " 'ASSET_MATERIALIZATION' AND partition IS NOT NULL GROUP BY asset_key, partition")
+    days = lambda asset: {p for key, p, n in rows if json.loads(key) == [asset]}  # noqa: E731
+    every_day = {(FIRST + dt.timedelta(days=i)).isoformat()
+                 for i in range((DRIFTED[1] - FIRST).days + 1)}
+    for asset in ("raw_transactions", "validated_transactions", "transaction_features",
+                  "feature_state"):
+        assert days(asset) == every_day
+    assert days("drift_report") == {(DRIFTED[0] + dt.timedelta(days=i)).isoformat()
+                                    for i in range(7)}
+    assert all(n == 1 for _, _, n in rows)
+    assert project.instance.get_materialized_partitions(dg.AssetKey("raw_transactions")) == every_day
+
+
+def test_the_retrain_that_drift_sensor_requested_is_recorded_with_its_tags(project):
+    request = project.sensor_requests[0]
+    tags = dict(project.query("SELECT key, value FROM run_tags WHERE run_id = %s",
+                              project.sensor_run.run_id))
+    assert tags["fraud/trigger"] == "drift_sensor"
+    assert tags["fraud/drift_day"] == request.tags["fraud/drift_day"]
+    assert DRIFTED[0].isoformat() <= tags["fraud/drift_day"] <= DRIFTED[1].isoformat()
+
+
+def test_mlflow_runs_and_the_registry_are_in_postgres_schema_mlflow(project):
+    assert project.query("SELECT current_schemas(false)")[0][0] == ["public"]  # Dagster's
+    runs = project.query("SELECT run_uuid, status FROM mlflow.runs")
+    assert len(runs) == 2 and {status for _, status in runs} == {"FINISHED"}
+    versions = project.query(
+        "SELECT version, run_id FROM mlflow.model_versions WHERE name = %s ORDER BY version",
+        registry.REGISTERED_MODEL)
+    assert [v for v, _ in versions] == [1, 2]
+    assert {run_id for _, run_id in versions} == {run_uuid for run_uuid, _ in runs}
+    aliases = dict(project.query("SELECT alias, version FROM mlflow.registered_model_aliases"))
+    assert aliases["challenger"] == 2 and aliases["champion"] in (1, 2)
+    tags = dict(project.query("SELECT key, value FROM mlflow.tags WHERE run_uuid = %s",
+                              versions[0][1]))
+    assert tags["dagster_run_id"] == project.champion_run.run_id
+    assert not (project.data_dir / "mlflow" / "mlflow.db").exists()
+
+
+def test_the_exported_champion_names_its_mlflow_run_in_postgres(project):
+    models = project.data_dir / "bentoml" / "models" / "fraud_model"
+    exported = [json.loads((d / "serving.json").read_text())
+                for d in models.iterdir() if d.name != "latest"]
+    [champion] = project.query(
+        "SELECT v.version, v.run_id FROM mlflow.registered_model_aliases a JOIN"
+        " mlflow.model_versions v ON v.name = a.name AND v.version = a.version"
+        " WHERE a.alias = 'champion'")
+    assert (str(champion[0]), champion[1]) in {
+        (e["registered_version"], e["mlflow_run_id"]) for e in exported}
+    assert project.champion_run.run_id in {e["export_dagster_run_id"] for e in exported}
+
+
+def test_mlflow_follows_fraud_postgres_url_into_its_own_schema(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("FRAUD_POSTGRES_URL", "postgresql+psycopg2://fraud:pw@db:5432/fraud?sslmode=require")
+    assert settings.mlflow_tracking_uri() == ("postgresql+psycopg2://fraud:pw@db:5432/fraud"
+                                              "?sslmode=require&options=-csearch_path%3Dmlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")  # MLflow's own wins
+    assert settings.mlflow_tracking_uri() == "http://127.0.0.1:5000"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.delenv("FRAUD_POSTGRES_URL")
+    assert settings.mlflow_tracking_uri() is None  # the SQLite file under the data root
+
+
+def test_a_url_without_the_psycopg2_driver_is_refused_saying_which_scheme(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("FRAUD_POSTGRES_URL", "postgresql://fraud@db/fraud")
+    with pytest.raises(ValueError, match=r"postgresql\+psycopg2://"):
+        settings.mlflow_tracking_uri()
