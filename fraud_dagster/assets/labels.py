@@ -17,7 +17,7 @@ from fraud_dagster.core.labels import (
 from fraud_dagster.core.reporting import markdown_table
 from fraud_dagster.assets.transactions import LandingFileToTake
 from fraud_dagster.io_managers import DailyTables
-from fraud_dagster.partitions import daily_partitions, window_days
+from fraud_dagster.partitions import daily_backfill_policy, daily_partitions, window_days
 from fraud_dagster.resources import LandingSource, TransactionSource
 
 VALIDATED = dg.AssetKey("validated_transactions")
@@ -60,7 +60,7 @@ class FraudLabelsConfig(dg.Config):
     },
     ins={"validated_transactions": dg.AssetIn()},
     partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=daily_backfill_policy,
     group_name="transactions",
 )
 def fraud_labels(
