@@ -17,7 +17,13 @@ from fraud_dagster import registry
 from fraud_dagster.alerts import AlertSink
 from fraud_dagster.core import plots
 from fraud_dagster.core.drift import reference_sample
-from fraud_dagster.core.metrics import ThresholdObjective, evaluation_metrics, per_day_table
+from fraud_dagster.core.metrics import (
+    ThresholdObjective,
+    evaluation_metrics,
+    known_compromised_cards,
+    per_day_table,
+    without_known_compromised,
+)
 from fraud_dagster.core.reporting import markdown_table
 from fraud_dagster.core.training import (
     BALANCING,
@@ -49,10 +55,12 @@ class FraudModelConfig(dg.Config):
     validation_folds: int = 4
     models: list[str] = list(MODELS)
     balancing: list[str] = list(BALANCING)
-    threshold_objective: Literal["cost", "recall_at_precision"] = _OBJECTIVE.kind
+    threshold_objective: Literal["cost", "recall_at_precision", "alert_budget"] = _OBJECTIVE.kind
     cost_missed_fraud: float = _OBJECTIVE.cost_missed_fraud
     cost_false_alarm: float = _OBJECTIVE.cost_false_alarm
     target_precision: float = _OBJECTIVE.target_precision
+    alert_budget_cards: int = _OBJECTIVE.daily_cards
+    """For ``alert_budget``: at most this many cards flagged a day."""
     seed: int = 42
 
     def objective(self) -> ThresholdObjective:
@@ -61,6 +69,7 @@ class FraudModelConfig(dg.Config):
             cost_missed_fraud=self.cost_missed_fraud,
             cost_false_alarm=self.cost_false_alarm,
             target_precision=self.target_precision,
+            daily_cards=self.alert_budget_cards,
         )
 
 
@@ -141,6 +150,8 @@ class EvaluationConfig(dg.Config):
     min_average_precision_gain: float = 0.0
     """The challenger becomes champion only if its test average precision beats the champion's
     by more than this."""
+    card_precision_k: int = 100
+    """The investigators' daily capacity: the k of card precision@k."""
 
 
 def _v(version: str | None) -> str:
@@ -182,11 +193,17 @@ def model_evaluation(
     client = mlflow.tracking_client
     window = fraud_model.plan.test_window()
     test = labelled_features(daily_tables, window)
+    # The Handbook's protocol: each test day without the cards known compromised by then.
+    since = fraud_model.plan.train_window().first
+    labels = daily_tables.read_days(VALIDATED, Window(since, window.last).days())
+    known = known_compromised_cards(labels, window.days(), fraud_model.plan.delay_days, since)
+    rows_before, test = test.height, without_known_compromised(test, known)
     if test.height == 0 or test["tx_fraud"].sum() == 0:
         raise dg.Failure(f"the test window {window} has no labelled fraud to evaluate on")
     challenger_version, challenger_run = fraud_model.registered_version, fraud_model.mlflow_run_id
     scored = _scored(test, fraud_model.predict_proba(test))
-    metrics = evaluation_metrics(scored, fraud_model.threshold, fraud_model.objective)
+    k = config.card_precision_k
+    metrics = evaluation_metrics(scored, fraud_model.threshold, fraud_model.objective, k)
     curves = {f"challenger v{challenger_version}": _curve(scored)}
     thresholds = {f"challenger v{challenger_version}": fraud_model.threshold}
 
@@ -201,7 +218,7 @@ def model_evaluation(
         champion = registry.load_version(client, champion_version)
         champion_scored = _scored(test, champion.predict_proba(test))
         champion_metrics = evaluation_metrics(champion_scored, champion.threshold,
-                                              fraud_model.objective)
+                                              fraud_model.objective, k)
         curves[f"champion v{champion_version}"] = _curve(champion_scored)
         thresholds[f"champion v{champion_version}"] = champion.threshold
         gain = metrics["average_precision"] - champion_metrics["average_precision"]
@@ -235,7 +252,7 @@ def model_evaluation(
         registry.log_png(client, challenger_run, png, f"{name}.png")
     for name, value in metrics.items():
         client.log_metric(challenger_run, f"test_{name}", value)
-    per_day = per_day_table(scored, fraud_model.threshold, fraud_model.objective)
+    per_day = per_day_table(scored, fraud_model.threshold, fraud_model.objective, k)
     client.log_text(challenger_run, per_day.write_csv(), "test_per_day.csv")
     compared = {"challenger": metrics, **({"champion": champion_metrics} if champion_metrics else {})}
     yield dg.Output(
@@ -243,6 +260,7 @@ def model_evaluation(
         metadata={
             **{name: float(value) for name, value in metrics.items()},
             "test_window": str(window),
+            "known_compromised_transactions_removed": rows_before - test.height,
             "challenger_version": challenger_version,
             "champion_version": challenger_version if promoted else (champion_version or ""),
             "promoted": promoted,

@@ -26,7 +26,13 @@ from sklearn.preprocessing import StandardScaler
 from xgboost import XGBClassifier
 
 from fraud_dagster.core.features import FEATURE_COLUMNS, feature_matrix
-from fraud_dagster.core.metrics import ThresholdObjective, average_precision, choose_threshold
+from fraud_dagster.core.metrics import (
+    ThresholdObjective,
+    average_precision,
+    choose_threshold,
+    known_compromised_cards,
+    without_known_compromised,
+)
 
 MODELS = ("logistic_regression", "random_forest", "xgboost")
 BALANCING = ("none", "smote", "undersample", "class_weight")
@@ -171,6 +177,18 @@ def _in(frame: pl.DataFrame, window: Window) -> pl.DataFrame:
     return frame.filter(day.is_between(window.first, window.last))
 
 
+def assessed_rows(labelled: pl.DataFrame, train: Window, assessed: Window, delay_days: int,
+                  exclude_known_compromised: bool) -> pl.DataFrame:
+    """The rows a model trained on ``train`` is judged on: ``assessed``'s, without (when
+    ``exclude_known_compromised``) each day's cards known compromised by the Handbook's rule
+    (``metrics.known_compromised_cards`` from ``train.first``), as its ``get_train_test_set``."""
+    rows = _in(labelled, assessed)
+    if not exclude_known_compromised:
+        return rows
+    known = known_compromised_cards(labelled, assessed.days(), delay_days, since=train.first)
+    return without_known_compromised(rows, known)
+
+
 @dataclasses.dataclass
 class TrainedModel:
     """A fitted pipeline and everything needed to use it the way it was chosen."""
@@ -205,15 +223,22 @@ def select_candidate(
     candidates: Sequence[str],
     settings: CandidateSettings = CandidateSettings(),
     columns: Sequence[str] = FEATURE_COLUMNS,
-) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+    exclude_known_compromised: bool = False,
+) -> tuple[pl.DataFrame, dict[str, tuple[np.ndarray, ...]]]:
     """Each candidate's average precision on each validation fold, best first.
 
-    Returns the table and, per candidate, its pooled validation labels and scores (folds in order),
-    which the threshold is chosen on.
+    Returns the table and, per candidate, its pooled validation labels, scores, days and cards
+    (folds in order), which the threshold is chosen on. ``exclude_known_compromised``: each
+    validation fold drops the cards known compromised (``assessed_rows``), as the Handbook's
+    prequential validation does.
     """
     rows, pooled = [], {}
-    folds = [(_xy(_in(labelled, train), columns), _xy(_in(labelled, valid), columns))
-             for train, valid in plan.validation_folds()]
+    assessed = [assessed_rows(labelled, train, valid, plan.delay_days, exclude_known_compromised)
+                for train, valid in plan.validation_folds()]
+    folds = [(_xy(_in(labelled, train), columns), _xy(valid, columns))
+             for (train, _), valid in zip(plan.validation_folds(), assessed)]
+    days = np.concatenate([v["tx_datetime"].dt.date().to_numpy() for v in assessed])
+    cards = np.concatenate([v["customer_id"].to_numpy() for v in assessed])
     for (x_train, y_train), _ in folds:
         if x_train.shape[0] == 0 or y_train.sum() == 0:
             raise ValueError("a validation fold has no training rows or no fraud: "
@@ -228,7 +253,7 @@ def select_candidate(
             aps.append(average_precision(y_valid, score))
             scores.append(score)
             labels.append(y_valid)
-        pooled[candidate] = (np.concatenate(labels), np.concatenate(scores))
+        pooled[candidate] = (np.concatenate(labels), np.concatenate(scores), days, cards)
         rows.append({
             "candidate": candidate,
             "mean_average_precision": float(np.nanmean(aps)),
@@ -247,14 +272,17 @@ def train(
     objective: ThresholdObjective = ThresholdObjective(),
     settings: CandidateSettings = CandidateSettings(),
     columns: Sequence[str] = FEATURE_COLUMNS,
+    exclude_known_compromised: bool = False,
 ) -> TrainedModel:
     """Select the best candidate on the validation folds, refit it on the training window.
 
     ``labelled`` holds features and ``tx_fraud`` for ``plan.labelled_window()``.
     """
-    selection, pooled = select_candidate(labelled, plan, candidates, settings, columns)
+    selection, pooled = select_candidate(labelled, plan, candidates, settings, columns,
+                                         exclude_known_compromised)
     best = selection["candidate"][0]
-    threshold = choose_threshold(*pooled[best], objective)
+    y_valid, scores, days, cards = pooled[best]
+    threshold = choose_threshold(y_valid, scores, objective, days=days, cards=cards)
     x, y = _xy(_in(labelled, plan.train_window()), columns)
     if y.sum() == 0:
         raise ValueError(f"no fraud in the training window {plan.train_window()}")
