@@ -266,3 +266,62 @@ def test_handbook_features_match_the_handbooks_pandas_functions():
     # Not vacuous: terminals have known frauds and customers several transactions a window.
     assert got["TERMINAL_ID_RISK_7DAY_WINDOW"].max() > 0
     assert got["CUSTOMER_ID_NB_TX_7DAY_WINDOW"].max() > 1
+
+
+# Training on the Handbook's protocol ------------------------------------------------------------
+
+
+def synthetic_labelled(plan: TrainingPlan, seed: int = 0, per_day: int = 120) -> pl.DataFrame:
+    """Rows with every feature column for the plan's days; fraud follows tx_amount."""
+    from fraud_dagster.core.features import FEATURE_COLUMNS
+
+    rng = np.random.default_rng(seed)
+    days = Window(plan.labelled_window().first, plan.test_window().last).days()
+    n = per_day * len(days)
+    features = {name: rng.normal(size=n) for name in FEATURE_COLUMNS}
+    features["customer_frauds_known_30d"] = (rng.random(n) < 0.1).astype(float)
+    fraud = features["tx_amount"] + rng.normal(scale=0.5, size=n) > 1.5
+    return pl.DataFrame({
+        "transaction_id": np.arange(n),
+        "tx_datetime": [dt.datetime.combine(d, dt.time(12)) for d in days for _ in range(per_day)],
+        "customer_id": rng.integers(0, 40, n),
+        **features,
+        "tx_fraud": fraud.astype(np.int8),
+    }).with_columns(pl.col("tx_datetime").cast(pl.Datetime("us")))
+
+
+def test_training_with_an_alert_budget_flags_at_most_k_cards_on_every_validation_day():
+    from fraud_dagster.core.training import CandidateSettings, select_candidate, train
+
+    plan = TrainingPlan(training_end=day(20), train_days=3, delay_days=2, test_days=3, folds=2)
+    labelled = synthetic_labelled(plan)
+    objective = ThresholdObjective(kind="alert_budget", daily_cards=4)
+    settings = CandidateSettings(n_jobs=1)
+    model = train(labelled, plan, ["logistic_regression+none"], objective, settings,
+                  exclude_known_compromised=True)
+    _, pooled = select_candidate(labelled, plan, ["logistic_regression+none"], settings,
+                                 exclude_known_compromised=True)
+    y, scores, days, cards = pooled["logistic_regression+none"]
+    assert model.threshold == alert_budget_threshold(scores, days, cards, 4)
+    flagged = pl.DataFrame({"day": days, "card": cards, "score": scores}).filter(
+        pl.col("score") >= model.threshold).group_by("day").agg(pl.col("card").n_unique())
+    assert flagged["card"].max() <= 4
+    # The budget binds: one step lower and some day flags more than 4 cards.
+    lower = np.max(scores[scores < model.threshold])
+    flagged_lower = pl.DataFrame({"day": days, "card": cards, "score": scores}).filter(
+        pl.col("score") >= lower).group_by("day").agg(pl.col("card").n_unique())
+    assert flagged_lower["card"].max() > 4
+
+
+def test_fitting_without_known_fraud_cards_leaves_out_only_those_rows():
+    from fraud_dagster.core.training import CandidateSettings, fitted_rows
+
+    plan = TrainingPlan(training_end=day(20), train_days=3, delay_days=2, test_days=3, folds=2)
+    labelled = synthetic_labelled(plan)
+    window = plan.train_window()
+    everything = fitted_rows(labelled, window, CandidateSettings())
+    kept = fitted_rows(labelled, window, CandidateSettings(fit_without_known_fraud_cards=True))
+    assert everything.height == 3 * 120
+    assert kept["transaction_id"].to_list() == everything.filter(
+        pl.col("customer_frauds_known_30d") == 0)["transaction_id"].to_list()
+    assert 0 < kept.height < everything.height

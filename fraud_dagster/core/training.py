@@ -116,6 +116,10 @@ class CandidateSettings:
     xgb_base_score: float | None = 0.5
     """XGBoost 3 estimates it from the labels (about 0.01 here) when None, which hurt."""
     n_jobs: int = -1
+    fit_without_known_fraud_cards: bool = False
+    """Leave out of fitting the rows of cards with a fraud already known on their day
+    (``customer_frauds_known_30d > 0``): where known compromised cards are blocked, as the
+    Handbook's protocol has it, the model only ever scores cards not known compromised."""
 
 
 def candidate_names(models: Sequence[str] = MODELS, balancing: Sequence[str] = BALANCING) -> list[str]:
@@ -170,6 +174,14 @@ def make_pipeline(candidate: str, settings: CandidateSettings, y: np.ndarray) ->
 
 def _xy(frame: pl.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return feature_matrix(frame, columns), frame[LABEL].to_numpy()
+
+
+def fitted_rows(labelled: pl.DataFrame, window: Window, settings: CandidateSettings) -> pl.DataFrame:
+    """The rows of ``window`` a candidate is fitted on (see ``fit_without_known_fraud_cards``)."""
+    rows = _in(labelled, window)
+    if settings.fit_without_known_fraud_cards:
+        rows = rows.filter(pl.col("customer_frauds_known_30d") == 0)
+    return rows
 
 
 def _in(frame: pl.DataFrame, window: Window) -> pl.DataFrame:
@@ -235,7 +247,7 @@ def select_candidate(
     rows, pooled = [], {}
     assessed = [assessed_rows(labelled, train, valid, plan.delay_days, exclude_known_compromised)
                 for train, valid in plan.validation_folds()]
-    folds = [(_xy(_in(labelled, train), columns), _xy(valid, columns))
+    folds = [(_xy(fitted_rows(labelled, train, settings), columns), _xy(valid, columns))
              for (train, _), valid in zip(plan.validation_folds(), assessed)]
     days = np.concatenate([v["tx_datetime"].dt.date().to_numpy() for v in assessed])
     cards = np.concatenate([v["customer_id"].to_numpy() for v in assessed])
@@ -283,7 +295,7 @@ def train(
     best = selection["candidate"][0]
     y_valid, scores, days, cards = pooled[best]
     threshold = choose_threshold(y_valid, scores, objective, days=days, cards=cards)
-    x, y = _xy(_in(labelled, plan.train_window()), columns)
+    x, y = _xy(fitted_rows(labelled, plan.train_window(), settings), columns)
     if y.sum() == 0:
         raise ValueError(f"no fraud in the training window {plan.train_window()}")
     pipeline = make_pipeline(best, settings, y).fit(x, y)
