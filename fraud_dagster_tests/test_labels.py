@@ -12,10 +12,12 @@ from fraud_dagster.core.labels import (
     MAX_LABEL_DELAY_DAYS,
     NEVER_REPORTED_SHARE,
     delivered_reports,
+    known_compromised_by,
     known_labels,
     simulated_reports,
     split_reports,
 )
+from fraud_dagster.core.metrics import known_compromised_cards
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
 
 R = dt.date(2025, 5, 20)
@@ -132,3 +134,14 @@ def test_a_label_is_known_from_its_report_and_genuine_only_once_matured():
     assert on(3) == [1, 0, None]        # the fraud report from its day
     assert on(LABEL_MATURITY_DAYS - 1) == [1, 0, None]
     assert on(LABEL_MATURITY_DAYS) == [1, 0, 0]  # unreported and matured: genuine
+
+
+def test_cards_known_compromised_from_handbook_reports_follow_the_handbook_rule(simulated):
+    """With every label reported a week after its transaction, the cards known from reports are
+    the Handbook's known compromised cards (a fraud of day d known from day d + 8)."""
+    since = dt.date(2025, 2, 1)
+    days = [dt.date(2025, 2, 15) + dt.timedelta(days=i) for i in range(7)]
+    reports = delivered_reports(simulated)
+    assert known_compromised_by(reports, days, since) == known_compromised_cards(
+        simulated, days, LABEL_REPORT_DELAY_DAYS, since)
+    assert all(known_compromised_by(reports, days, since).values())

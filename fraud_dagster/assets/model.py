@@ -18,8 +18,18 @@ from fraud_dagster.alerts import AlertSink
 from fraud_dagster.assets.labels import FRAUD_LABELS, read_labels
 from fraud_dagster.core import plots
 from fraud_dagster.core.drift import reference_sample
-from fraud_dagster.core.labels import LABEL_MATURITY_DAYS, known_labels, label_coverage
-from fraud_dagster.core.metrics import ThresholdObjective, evaluation_metrics, per_day_table
+from fraud_dagster.core.labels import (
+    LABEL_MATURITY_DAYS,
+    known_compromised_by,
+    known_labels,
+    label_coverage,
+)
+from fraud_dagster.core.metrics import (
+    ThresholdObjective,
+    evaluation_metrics,
+    per_day_table,
+    without_known_compromised,
+)
 from fraud_dagster.core.reporting import markdown_table
 from fraud_dagster.core.training import (
     BALANCING,
@@ -50,10 +60,12 @@ class FraudModelConfig(dg.Config):
     validation_folds: int = 4
     models: list[str] = list(MODELS)
     balancing: list[str] = list(BALANCING)
-    threshold_objective: Literal["cost", "recall_at_precision"] = _OBJECTIVE.kind
+    threshold_objective: Literal["cost", "recall_at_precision", "alert_budget"] = _OBJECTIVE.kind
     cost_missed_fraud: float = _OBJECTIVE.cost_missed_fraud
     cost_false_alarm: float = _OBJECTIVE.cost_false_alarm
     target_precision: float = _OBJECTIVE.target_precision
+    alert_budget_cards: int = _OBJECTIVE.daily_cards
+    """For ``alert_budget``: at most this many cards flagged a day."""
     seed: int = 42
 
     def objective(self) -> ThresholdObjective:
@@ -62,6 +74,7 @@ class FraudModelConfig(dg.Config):
             cost_missed_fraud=self.cost_missed_fraud,
             cost_false_alarm=self.cost_false_alarm,
             target_precision=self.target_precision,
+            daily_cards=self.alert_budget_cards,
         )
 
 
@@ -153,6 +166,8 @@ class EvaluationConfig(dg.Config):
     min_average_precision_gain: float = 0.0
     """The challenger becomes champion only if its test average precision beats the champion's
     by more than this."""
+    card_precision_k: int = 100
+    """The investigators' daily capacity: the k of card precision@k."""
 
 
 def _v(version: str | None) -> str:
@@ -194,11 +209,17 @@ def model_evaluation(
     client = mlflow.tracking_client
     window = fraud_model.plan.test_window()
     test, coverage = labelled_features(daily_tables, window, fraud_model.plan.as_of())
+    # The Handbook's protocol: each test day without the cards a fraud team knows compromised
+    # by then (a fraud reported by the day before, since the training window's first day).
+    since = fraud_model.plan.train_window().first
+    known = known_compromised_by(read_labels(daily_tables, since, window.last), window.days(), since)
+    rows_before, test = test.height, without_known_compromised(test, known)
     if test.height == 0 or test["tx_fraud"].sum() == 0:
         raise dg.Failure(f"the test window {window} has no labelled fraud to evaluate on")
     challenger_version, challenger_run = fraud_model.registered_version, fraud_model.mlflow_run_id
     scored = _scored(test, fraud_model.predict_proba(test))
-    metrics = evaluation_metrics(scored, fraud_model.threshold, fraud_model.objective)
+    k = config.card_precision_k
+    metrics = evaluation_metrics(scored, fraud_model.threshold, fraud_model.objective, k)
     curves = {f"challenger v{challenger_version}": _curve(scored)}
     thresholds = {f"challenger v{challenger_version}": fraud_model.threshold}
 
@@ -213,7 +234,7 @@ def model_evaluation(
         champion = registry.load_version(client, champion_version)
         champion_scored = _scored(test, champion.predict_proba(test))
         champion_metrics = evaluation_metrics(champion_scored, champion.threshold,
-                                              fraud_model.objective)
+                                              fraud_model.objective, k)
         curves[f"champion v{champion_version}"] = _curve(champion_scored)
         thresholds[f"champion v{champion_version}"] = champion.threshold
         gain = metrics["average_precision"] - champion_metrics["average_precision"]
@@ -247,7 +268,7 @@ def model_evaluation(
         registry.log_png(client, challenger_run, png, f"{name}.png")
     for name, value in metrics.items():
         client.log_metric(challenger_run, f"test_{name}", value)
-    per_day = per_day_table(scored, fraud_model.threshold, fraud_model.objective)
+    per_day = per_day_table(scored, fraud_model.threshold, fraud_model.objective, k)
     client.log_text(challenger_run, per_day.write_csv(), "test_per_day.csv")
     compared = {"challenger": metrics, **({"champion": champion_metrics} if champion_metrics else {})}
     yield dg.Output(
@@ -257,6 +278,7 @@ def model_evaluation(
             "test_window": str(window),
             "test_labels_as_of": str(fraud_model.plan.as_of()),
             **{f"test_labels_{k}": v for k, v in coverage.items()},
+            "known_compromised_transactions_removed": rows_before - test.height,
             "challenger_version": challenger_version,
             "champion_version": challenger_version if promoted else (champion_version or ""),
             "promoted": promoted,

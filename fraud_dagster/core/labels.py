@@ -211,3 +211,17 @@ def label_coverage(labels: pl.Series) -> dict[str, int]:
     """How many rows are known fraud, known genuine, and unknown."""
     return {"known_fraud": int((labels == 1).sum()), "known_genuine": int((labels == 0).sum()),
             "unknown": int(labels.is_null().sum())}
+
+
+def known_compromised_by(labels: pl.DataFrame, days: list[dt.date], since: dt.date
+                         ) -> dict[dt.date, frozenset[int]]:
+    """For each of ``days``, the cards a fraud team knows to be compromised when the day starts:
+    a fraud report made by the end of the day before, about a transaction from ``since`` on.
+    With the Handbook's labels (every one reported a week after its transaction) this is the
+    Handbook's own rule (``metrics.known_compromised_cards``): a fraud of day d is known from
+    day d + 8."""
+    frauds = labels.filter((pl.col("tx_fraud") == 1)
+                           & (pl.col("tx_datetime").dt.date() >= since))
+    return {day: frozenset(frauds.filter(pl.col("reported_at") < end_of(day - _DAY))
+                           ["customer_id"].to_list())
+            for day in days}

@@ -12,7 +12,9 @@ stop a run; the per-day table shows it as null. Nothing here knows about Dagster
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
+from collections.abc import Collection, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -56,28 +58,93 @@ def roc_auc(y: ArrayLike, scores: ArrayLike) -> float:
     return float(skm.roc_auc_score(labels, values))
 
 
-def card_precision_at_k_per_day(scored: pl.DataFrame, k: int = 100) -> pl.DataFrame:
+KnownCompromised = Mapping[dt.date, Collection[int]]
+"""Per day, the cards (``customer_id``) already known to be compromised on that day."""
+
+
+def known_compromised_cards(
+    labels: pl.DataFrame, days: Sequence[dt.date], delay_days: int, since: dt.date
+) -> dict[dt.date, frozenset[int]]:
+    """For each of ``days``, the cards with a fraud the fraud team knows of by that day.
+
+    The Fraud Detection Handbook's rule (``get_train_test_set`` and ``get_train_delay_test_set`` in
+    its ``shared_functions``): a fraud on day d is known from day ``d + delay_days + 1`` on, and
+    only frauds from ``since`` (the first day of the training window) count. So on test day T a
+    card is known compromised when it has a fraudulent transaction (``tx_fraud == 1`` in
+    ``labels``: ``tx_datetime``, ``customer_id``, ``tx_fraud``) on a day in
+    ``since .. T - delay_days - 1``: with 7 train, 7 delay and 7 test days, the first test day knows
+    the training week's frauds, and each later test day adds one more day of the delay week (the
+    delay week's last day is never added). Days before ``since + delay_days + 1`` know nothing.
+
+    A fraud team blocks those cards, so they are not scored: ``without_known_compromised`` drops
+    them. The set comes from labels, not from scores, so it is the same for every model.
+    """
+    if delay_days < 0:
+        raise ValueError(f"delay_days must be at least 0, not {delay_days}")
+    frauds = (
+        labels.filter(pl.col("tx_fraud") == 1)
+        .select(_DAY, "customer_id")
+        .filter(pl.col("day") >= since)
+        .group_by("customer_id")
+        .agg(pl.col("day").min().alias("first_fraud"))
+    )
+    first = dict(zip(frauds["customer_id"].to_list(), frauds["first_fraud"].to_list()))
+    known = {}
+    for day in days:
+        last = day - dt.timedelta(days=delay_days + 1)
+        known[day] = frozenset(card for card, fraud_day in first.items() if fraud_day <= last)
+    return known
+
+
+def without_known_compromised(frame: pl.DataFrame, known: KnownCompromised) -> pl.DataFrame:
+    """``frame`` without, on each day, the rows of the cards known compromised that day.
+
+    Days that ``known`` does not name keep all their rows. Row order is kept.
+    """
+    pairs = [(day, card) for day, cards in known.items() for card in cards]
+    if not pairs:
+        return frame
+    blocked = pl.DataFrame(
+        {"__day": [day for day, _ in pairs], "customer_id": [card for _, card in pairs]},
+        schema={"__day": pl.Date, "customer_id": frame.schema["customer_id"]},
+    )
+    return frame.join(
+        blocked,
+        left_on=[pl.col("tx_datetime").dt.date(), pl.col("customer_id")],
+        right_on=["__day", "customer_id"],
+        how="anti",
+        maintain_order="left",
+    )
+
+
+def card_precision_at_k_per_day(
+    scored: pl.DataFrame, k: int = 100, known_compromised: KnownCompromised | None = None
+) -> pl.DataFrame:
     """The Handbook's card precision top-k for each day of ``scored``, in day order.
 
     Investigators can check ``k`` cards a day, so the useful question is how many of the ``k`` most
     suspicious cards of a day are compromised. This follows ``card_precision_top_k`` and
     ``card_precision_top_k_day`` of the Fraud Detection Handbook (Le Borgne et al., chapter 4,
-    "Precision top-k metrics"): for each day, cards found compromised on earlier days of ``scored``
-    (fraudulent cards in an earlier day's top k) are dropped; each remaining card gets its highest
-    transaction score of the day and is fraudulent if any of its transactions that day is; the
-    ``k`` highest-scored cards are alerted and the day's precision is their fraudulent count / k
-    (still / k when fewer than k cards are left; a day whose cards were all dropped scores 0).
+    "Precision top-k metrics"). For each day, in day order:
 
-    Cards are always dropped once detected (the Handbook's default
-    ``remove_detected_compromised_cards=True``), but only those detected inside ``scored``: as in
-    the Handbook, where the test set is built without cards known compromised before it, dropping
-    those is the caller's business. Deliberate difference: cards with equal scores are ordered by
-    ``customer_id`` (the Handbook's unstable pandas sort leaves that order unspecified), so the
-    result is deterministic.
+    1. the cards of ``known_compromised[day]`` are dropped (cards the fraud team already knows
+       and has blocked: ``known_compromised_cards`` gives the Handbook's rule; the Handbook drops
+       them when it builds its test set, ``get_train_test_set``);
+    2. cards found compromised on earlier days of ``scored`` (fraudulent cards in an earlier day's
+       top k) are dropped (the Handbook's default ``remove_detected_compromised_cards=True``);
+    3. each remaining card gets its highest transaction score of the day and is fraudulent if
+       any of its transactions that day is; the ``k`` highest-scored cards are alerted and the
+       day's precision is their fraudulent count / k (still / k when fewer than k cards are left;
+       a day whose cards were all dropped scores 0).
 
-    Columns: ``day``, ``cards`` (cards still in the running), ``compromised_cards`` (fraudulent among
-    them, the Handbook's ``nb_compromised_cards_per_day``), ``detected_cards`` (fraudulent among the
-    top k) and ``card_precision_at_k``.
+    Without ``known_compromised`` only step 2 drops cards. Deliberate difference: cards with equal
+    scores are ordered by ``customer_id`` (the Handbook's unstable pandas sort leaves that order
+    unspecified), so the result is deterministic.
+
+    Columns: ``day``, ``known_cards`` (cards of the day dropped in step 1), ``cards`` (cards still
+    in the running), ``compromised_cards`` (fraudulent among them, the Handbook's
+    ``nb_compromised_cards_per_day``), ``detected_cards`` (fraudulent among the top k) and
+    ``card_precision_at_k``.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -89,11 +156,15 @@ def card_precision_at_k_per_day(scored: pl.DataFrame, k: int = 100) -> pl.DataFr
     rows = []
     detected = pl.Series("customer_id", [], dtype=pl.Int64)
     for day, day_cards in cards.partition_by("day", as_dict=True, maintain_order=True).items():
-        candidates = day_cards.filter(~pl.col("customer_id").is_in(detected.implode()))
+        blocked = pl.Series("customer_id", sorted((known_compromised or {}).get(day[0], ())),
+                            dtype=pl.Int64)
+        is_known = pl.col("customer_id").is_in(blocked.implode())
+        candidates = day_cards.filter(~is_known & ~pl.col("customer_id").is_in(detected.implode()))
         alerted_frauds = candidates.head(k).filter(pl.col("fraud") == 1)["customer_id"]
         rows.append(
             {
                 "day": day[0],
+                "known_cards": day_cards.filter(is_known).height,
                 "cards": candidates.height,
                 "compromised_cards": int(candidates["fraud"].sum()),
                 "detected_cards": alerted_frauds.len(),
@@ -103,6 +174,7 @@ def card_precision_at_k_per_day(scored: pl.DataFrame, k: int = 100) -> pl.DataFr
         detected = detected.append(alerted_frauds)
     schema = {
         "day": pl.Date,
+        "known_cards": pl.Int64,
         "cards": pl.Int64,
         "compromised_cards": pl.Int64,
         "detected_cards": pl.Int64,
@@ -111,9 +183,11 @@ def card_precision_at_k_per_day(scored: pl.DataFrame, k: int = 100) -> pl.DataFr
     return pl.DataFrame(rows, schema=schema)
 
 
-def card_precision_at_k(scored: pl.DataFrame, k: int = 100) -> float:
+def card_precision_at_k(
+    scored: pl.DataFrame, k: int = 100, known_compromised: KnownCompromised | None = None
+) -> float:
     """Mean over the days of ``scored`` of the daily card precision top-k; NaN without rows."""
-    daily = card_precision_at_k_per_day(scored, k)["card_precision_at_k"]
+    daily = card_precision_at_k_per_day(scored, k, known_compromised)["card_precision_at_k"]
     return math.nan if daily.is_empty() else float(daily.mean())
 
 
@@ -186,16 +260,23 @@ class ThresholdObjective:
     few minutes of an investigator's call and a customer's annoyance). With calibrated probabilities
     the cheapest threshold is then near 2 / (2 + 100) ~ 0.02: alerting is worth it from a 2 % chance
     of fraud. ``target_precision`` 0.9: nine in ten alerts should be real frauds.
+
+    ``"alert_budget"``: the investigators can check ``daily_cards`` cards a day (default 100, the
+    ``k`` of card precision@k), so the threshold is the lowest at which no validation day flags
+    more than ``daily_cards`` cards (``alert_budget_threshold``).
     """
 
-    kind: Literal["cost", "recall_at_precision"] = "cost"
+    kind: Literal["cost", "recall_at_precision", "alert_budget"] = "cost"
     cost_missed_fraud: float = 100.0
     cost_false_alarm: float = 2.0
     target_precision: float = 0.9
+    daily_cards: int = 100
 
     def __post_init__(self) -> None:
-        if self.kind not in ("cost", "recall_at_precision"):
+        if self.kind not in ("cost", "recall_at_precision", "alert_budget"):
             raise ValueError(f"unknown objective kind {self.kind!r}")
+        if self.daily_cards < 1:
+            raise ValueError("daily_cards must be at least 1")
         if self.cost_missed_fraud < 0 or self.cost_false_alarm < 0:
             raise ValueError("costs must be non-negative")
         if not 0 < self.target_precision <= 1:
@@ -205,15 +286,60 @@ class ThresholdObjective:
 DEFAULT_OBJECTIVE = ThresholdObjective()
 
 
-def choose_threshold(y: ArrayLike, scores: ArrayLike, objective: ThresholdObjective) -> float:
+def alert_budget_threshold(
+    scores: ArrayLike, days: ArrayLike, cards: ArrayLike, daily_cards: int
+) -> float:
+    """The lowest threshold at which no day flags more than ``daily_cards`` cards.
+
+    A card is flagged on a day when one of its transactions of that day scores ``>= threshold``;
+    ``days`` and ``cards`` (``customer_id``) name each score's day and card. On a day with more
+    than ``daily_cards`` cards, the threshold must be above its (``daily_cards`` + 1)-th highest
+    card score; the answer is the lowest score above that bound on every day (the capacity holds
+    on the worst day, not on average). When no day has more cards than the budget, it is the
+    lowest score (everything is flagged). When ties leave no score above the bound, it is just
+    above the highest score: nothing is flagged.
+    """
+    if daily_cards < 1:
+        raise ValueError(f"daily_cards must be at least 1, got {daily_cards}")
+    values = np.asarray(scores, dtype=np.float64).ravel()
+    frame = pl.DataFrame({"day": np.asarray(days).ravel(), "card": np.asarray(cards).ravel(),
+                          "score": values})
+    if frame.height == 0:
+        raise ValueError("an alert budget threshold needs scores")
+    if not np.isfinite(values).all():
+        raise ValueError("scores must be finite")
+    bound = (
+        frame.group_by("day", "card").agg(pl.col("score").max())
+        .group_by("day").agg(pl.col("score").sort(descending=True).slice(daily_cards, 1).first())
+        ["score"].max()
+    )
+    if bound is None:
+        return float(values.min())
+    above = values[values > bound]
+    return float(above.min()) if above.size else float(np.nextafter(values.max(), np.inf))
+
+
+def choose_threshold(
+    y: ArrayLike,
+    scores: ArrayLike,
+    objective: ThresholdObjective,
+    days: ArrayLike | None = None,
+    cards: ArrayLike | None = None,
+) -> float:
     """The decision threshold (alert on ``score >= threshold``) that best meets ``objective``.
 
-    Always one of the scores. Ties go to the highest threshold, the one with fewest alerts. For
-    ``"recall_at_precision"``, when the target precision is never reached, the threshold of the
-    highest precision achieved (then of the highest recall) is taken: the nearest the model comes;
-    without any fraud in ``y`` there is no such threshold and it raises ``ValueError``.
+    One of the scores (but for the edge case of ``alert_budget_threshold``). Ties go to the
+    highest threshold, the one with fewest alerts. For ``"recall_at_precision"``, when the target
+    precision is never reached, the threshold of the highest precision achieved (then of the
+    highest recall) is taken: the nearest the model comes; without any fraud in ``y`` there is no
+    such threshold and it raises ``ValueError``. ``"alert_budget"`` needs each score's ``days``
+    and ``cards``.
     """
     labels, values = _labels_and_scores(y, scores)
+    if objective.kind == "alert_budget":
+        if days is None or cards is None:
+            raise ValueError("the alert_budget objective needs the days and cards of the scores")
+        return alert_budget_threshold(values, days, cards, objective.daily_cards)
     if objective.kind == "cost":
         prices = objective.cost_missed_fraud, objective.cost_false_alarm
         thresholds, costs = cost_curve(labels, values, *prices)

@@ -27,7 +27,13 @@ from xgboost import XGBClassifier
 
 from fraud_dagster.core.features import FEATURE_COLUMNS, feature_matrix
 from fraud_dagster.core.labels import LABEL_MATURITY_DAYS
-from fraud_dagster.core.metrics import ThresholdObjective, average_precision, choose_threshold
+from fraud_dagster.core.metrics import (
+    ThresholdObjective,
+    average_precision,
+    choose_threshold,
+    known_compromised_cards,
+    without_known_compromised,
+)
 
 MODELS = ("logistic_regression", "random_forest", "xgboost")
 BALANCING = ("none", "smote", "undersample", "class_weight")
@@ -129,6 +135,10 @@ class CandidateSettings:
     xgb_base_score: float | None = 0.5
     """XGBoost 3 estimates it from the labels (about 0.01 here) when None, which hurt."""
     n_jobs: int = -1
+    fit_without_known_fraud_cards: bool = False
+    """Leave out of fitting the rows of cards with a fraud already known on their day
+    (``customer_frauds_known_30d > 0``): where known compromised cards are blocked, as the
+    Handbook's protocol has it, the model only ever scores cards not known compromised."""
 
 
 def candidate_names(models: Sequence[str] = MODELS, balancing: Sequence[str] = BALANCING) -> list[str]:
@@ -185,9 +195,29 @@ def _xy(frame: pl.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray, np.nda
     return feature_matrix(frame, columns), frame[LABEL].to_numpy()
 
 
+def fitted_rows(labelled: pl.DataFrame, window: Window, settings: CandidateSettings) -> pl.DataFrame:
+    """The rows of ``window`` a candidate is fitted on (see ``fit_without_known_fraud_cards``)."""
+    rows = _in(labelled, window)
+    if settings.fit_without_known_fraud_cards:
+        rows = rows.filter(pl.col("customer_frauds_known_30d") == 0)
+    return rows
+
+
 def _in(frame: pl.DataFrame, window: Window) -> pl.DataFrame:
     day = pl.col("tx_datetime").dt.date()
     return frame.filter(day.is_between(window.first, window.last))
+
+
+def assessed_rows(labelled: pl.DataFrame, train: Window, assessed: Window, delay_days: int,
+                  exclude_known_compromised: bool) -> pl.DataFrame:
+    """The rows a model trained on ``train`` is judged on: ``assessed``'s, without (when
+    ``exclude_known_compromised``) each day's cards known compromised by the Handbook's rule
+    (``metrics.known_compromised_cards`` from ``train.first``), as its ``get_train_test_set``."""
+    rows = _in(labelled, assessed)
+    if not exclude_known_compromised:
+        return rows
+    known = known_compromised_cards(labelled, assessed.days(), delay_days, since=train.first)
+    return without_known_compromised(rows, known)
 
 
 @dataclasses.dataclass
@@ -224,15 +254,22 @@ def select_candidate(
     candidates: Sequence[str],
     settings: CandidateSettings = CandidateSettings(),
     columns: Sequence[str] = FEATURE_COLUMNS,
-) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+    exclude_known_compromised: bool = False,
+) -> tuple[pl.DataFrame, dict[str, tuple[np.ndarray, ...]]]:
     """Each candidate's average precision on each validation fold, best first.
 
-    Returns the table and, per candidate, its pooled validation labels and scores (folds in order),
-    which the threshold is chosen on.
+    Returns the table and, per candidate, its pooled validation labels, scores, days and cards
+    (folds in order), which the threshold is chosen on. ``exclude_known_compromised``: each
+    validation fold drops the cards known compromised (``assessed_rows``), as the Handbook's
+    prequential validation does.
     """
     rows, pooled = [], {}
-    folds = [(_xy(_in(labelled, train), columns), _xy(_in(labelled, valid), columns))
-             for train, valid in plan.validation_folds()]
+    assessed = [assessed_rows(labelled, train, valid, plan.delay_days, exclude_known_compromised)
+                for train, valid in plan.validation_folds()]
+    folds = [(_xy(fitted_rows(labelled, train, settings), columns), _xy(valid, columns))
+             for (train, _), valid in zip(plan.validation_folds(), assessed)]
+    days = np.concatenate([v["tx_datetime"].dt.date().to_numpy() for v in assessed])
+    cards = np.concatenate([v["customer_id"].to_numpy() for v in assessed])
     for (x_train, y_train), _ in folds:
         if x_train.shape[0] == 0 or y_train.sum() == 0:
             raise ValueError("a validation fold has no training rows or no fraud: "
@@ -247,7 +284,7 @@ def select_candidate(
             aps.append(average_precision(y_valid, score))
             scores.append(score)
             labels.append(y_valid)
-        pooled[candidate] = (np.concatenate(labels), np.concatenate(scores))
+        pooled[candidate] = (np.concatenate(labels), np.concatenate(scores), days, cards)
         rows.append({
             "candidate": candidate,
             "mean_average_precision": float(np.nanmean(aps)),
@@ -266,15 +303,18 @@ def train(
     objective: ThresholdObjective = ThresholdObjective(),
     settings: CandidateSettings = CandidateSettings(),
     columns: Sequence[str] = FEATURE_COLUMNS,
+    exclude_known_compromised: bool = False,
 ) -> TrainedModel:
     """Select the best candidate on the validation folds, refit it on the training window.
 
     ``labelled`` holds features and ``tx_fraud`` for ``plan.labelled_window()``.
     """
-    selection, pooled = select_candidate(labelled, plan, candidates, settings, columns)
+    selection, pooled = select_candidate(labelled, plan, candidates, settings, columns,
+                                         exclude_known_compromised)
     best = selection["candidate"][0]
-    threshold = choose_threshold(*pooled[best], objective)
-    x, y = _xy(_in(labelled, plan.train_window()), columns)
+    y_valid, scores, days, cards = pooled[best]
+    threshold = choose_threshold(y_valid, scores, objective, days=days, cards=cards)
+    x, y = _xy(fitted_rows(labelled, plan.train_window(), settings), columns)
     if y.sum() == 0:
         raise ValueError(f"no fraud in the training window {plan.train_window()}")
     pipeline = make_pipeline(best, settings, y).fit(x, y)
