@@ -44,6 +44,7 @@ from sklearn.preprocessing import StandardScaler
 from xgboost import XGBClassifier
 
 from fraud_dagster.core.features import FEATURE_COLUMNS, FeatureSpec, batch_features
+from fraud_dagster.core.labels import delivered_reports
 from fraud_dagster.core.handbook import (
     HANDBOOK_FEATURES,
     HANDBOOK_XGBOOST_GRID,
@@ -89,7 +90,9 @@ def handbook_frame(validated: pl.DataFrame) -> pl.DataFrame:
 
 def our_frame(validated: pl.DataFrame) -> pl.DataFrame:
     first, last = PLAN.labelled_window().first, PLAN.test_window().last
-    features, _ = batch_features(validated, first, last, FeatureSpec())
+    # The Handbook's labels: every one known a week after its transaction.
+    features, _ = batch_features(validated, first, last, FeatureSpec(),
+                                 labels=delivered_reports(validated))
     return features.join(validated.select("transaction_id", "tx_fraud"), on="transaction_id")
 
 
