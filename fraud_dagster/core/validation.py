@@ -10,7 +10,13 @@ import dataclasses
 import polars as pl
 
 from fraud_dagster.core.labels import MAX_LABEL_DELAY_DAYS
-from fraud_dagster.core.schema import MAX_AMOUNT, REQUIRED_COLUMNS, TRANSACTION_COLUMNS
+from fraud_dagster.core.schema import (
+    LABEL_COLUMNS,
+    MAX_AMOUNT,
+    POLARS_DTYPES,
+    REQUIRED_COLUMNS,
+    TRANSACTION_COLUMNS,
+)
 
 REASON = "quarantine_reason"
 DUPLICATE_ID = "duplicate transaction_id"
@@ -63,10 +69,13 @@ class Split:
 
 def split_transactions(raw: pl.DataFrame, validated_elsewhere: pl.DataFrame | None = None) -> Split:
     """Apply the row rules; of rows sharing an id, the first one that is otherwise valid is kept.
+    Label columns a delivery does not have are null.
 
     ``validated_elsewhere`` (``transaction_id``, ``day``) holds the ids already validated on other
     days: a row with one of them is a duplicate too, whatever else it broke, and says which day.
     """
+    raw = raw.with_columns(pl.lit(None, dtype=POLARS_DTYPES[name]).alias(name)
+                           for name in LABEL_COLUMNS if name not in raw.columns)
     reasons = raw.with_columns(
         pl.concat_str(_row_rules(), separator="; ", ignore_nulls=True).alias(REASON)
     ).with_columns(
