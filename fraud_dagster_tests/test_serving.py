@@ -172,7 +172,7 @@ def test_bentoml_build_packs_the_service_its_code_and_the_exported_model(project
     with tarfile.open(exported) as bento:
         names = {name.removeprefix("./") for name in bento.getnames()}
     [model_dir] = project.model_dirs()
-    assert f"models/fraud_model/{model_dir.name}/pipeline.pkl" in names
+    assert f"models/fraud_model/{model_dir.name}/pipeline.skops" in names
     assert f"models/fraud_model/{model_dir.name}/feature_state.parquet" in names
     assert {"src/bento/service.py", "src/bento/guard.py", "src/fraud_dagster/serving/scoring.py",
             "src/fraud_dagster/serving/api.py", "src/fraud_dagster/serving/microbatch.py",
@@ -193,7 +193,8 @@ def test_the_bento_pins_the_versions_the_project_locks_and_everything_serving_im
                 for p in spec["python"]["packages"])
     assert {name: importlib.metadata.version(name) for name in pins} == pins
     # What bento/service.py imports, directly or through fraud_dagster, besides BentoML's own.
-    assert {"polars", "numpy", "scikit-learn", "xgboost", "pydantic", "fastapi", "msgspec"} <= set(pins)
+    assert {"polars", "numpy", "scikit-learn", "xgboost", "pydantic", "fastapi", "msgspec",
+            "skops"} <= set(pins)
 
 
 # What the service answers
