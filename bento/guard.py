@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
+
+import pydantic
 
 
 _CLOSE = ((b"connection", b"close"),)
@@ -52,15 +55,15 @@ class RequestGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if self.token and scope["path"] in self.protected and not self._authorised(scope):
-            return await _reply(send, 401, "missing or wrong API token: send the header"
-                                " 'Authorization: Bearer <token>' (FRAUD_API_TOKEN)",
-                                ((b"www-authenticate", b"Bearer"),))
         header_bytes = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b"")) + sum(
             len(name) + len(value) + 4 for name, value in scope["headers"])
         if header_bytes > self.max_header_bytes:
             return await _reply(send, 431, f"request line and headers over {self.max_header_bytes}"
                                 " bytes (FRAUD_MAX_HEADER_BYTES)", _CLOSE)
+        if self.token and scope["path"] in self.protected and not self._authorised(scope):
+            return await _reply(send, 401, "missing or wrong API token: send the header"
+                                " 'Authorization: Bearer <token>' (FRAUD_API_TOKEN)",
+                                ((b"www-authenticate", b"Bearer"),))
         headers = dict(scope["headers"])
         content_type = headers.get(b"content-type", b"application/json")
         media_type = content_type.split(b";")[0].strip().lower()  # media types ignore case
@@ -102,3 +105,18 @@ class RequestGuard:
             return {"type": "http.request", "body": body, "more_body": False}
 
         return await self.app(scope, replay, send)
+
+
+class ClientErrorsAreNotServerErrors(logging.Filter):
+    """Drops BentoML's ``Exception on /predict [POST]`` records whose exception is a request that
+    failed validation: BentoML logs a traceback for every 400 it answers, so a client sending bad
+    rows made the server write a traceback per request. The 400 itself stays in the access log
+    and the metrics; real errors keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, pydantic.ValidationError)
+
+
+BENTOML_ERROR_LOGGER = "bentoml._internal.server.http_app"
+"""The logger of BentoML's ``log_exception`` (its ``api_endpoint_wrapper`` calls it)."""

@@ -38,7 +38,7 @@ from fastapi import FastAPI  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse, Response  # noqa: E402
 
-from bento.guard import RequestGuard  # noqa: E402
+from bento.guard import BENTOML_ERROR_LOGGER, ClientErrorsAreNotServerErrors, RequestGuard  # noqa: E402,E501
 from fraud_dagster.core.schema import REQUIRED_COLUMNS  # noqa: E402
 from fraud_dagster.serving.api import (  # noqa: E402
     MAX_BATCH_SIZE,
@@ -83,6 +83,7 @@ if CONTRIBUTIONS not in ("approximate", "exact"):
     raise SystemExit(f"FRAUD_CONTRIBUTIONS must be 'approximate' or 'exact', not {CONTRIBUTIONS!r}")
 EXACT_CONTRIBUTIONS = CONTRIBUTIONS == "exact"
 logger = logging.getLogger("bentoml.service.fraud")
+logging.getLogger(BENTOML_ERROR_LOGGER).addFilter(ClientErrorsAreNotServerErrors())
 extra_routes = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 
@@ -126,6 +127,8 @@ def newest_model() -> tuple[str, Path]:
     http={"host": "127.0.0.1", "port": 3000},
     traffic={"timeout": 60},
     workers=WORKERS,
+    logging={"access": {"enabled": os.environ.get("FRAUD_ACCESS_LOG", "1") == "1"}},
+    tracing={"excluded_urls": os.environ.get("FRAUD_UNTRACED_PATHS") or None},
 )
 class FraudService:
     """Fraud probability, decision at the tuned threshold, model version and the features that
@@ -235,7 +238,7 @@ class FraudService:
             f" {store.state_date}. See bento/README.md.",
             version=service_version(),
             example=example_transaction(store.state_date, store.newest_transaction,
-                                        2**62 + secrets.randbelow(2**62))))
+                                        2**62 + secrets.randbelow(2**62 - 1))))
 
     @bentoml.on_shutdown
     def close(self) -> None:

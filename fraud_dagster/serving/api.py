@@ -113,6 +113,8 @@ def openapi_document(spec: dict, *, title: str, description: str, version: str,
     and version (BentoML's says "a Machine Learning Service created with BentoML", version None),
     a request example the service accepts (``example``, a transaction it would score now), and
     the error bodies the prediction endpoints really answer."""
+    if not 0 <= example["transaction_id"] < _INT64_MAX:
+        raise ValueError("the example's transaction_id and the next must be int64 ids")
     spec = {**spec, "info": {"title": title, "description": description, "version": version}}
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for model in (ErrorBody, GuardError):
@@ -120,7 +122,9 @@ def openapi_document(spec: dict, *, title: str, description: str, version: str,
         schemas.update(found.pop("$defs", {}))
         schemas[model.__name__] = found
     examples = {"/predict": example,
-                "/predict_batch": {"transactions": [example], "include_features": False}}
+                "/predict_batch": {"transactions": [  # another id: both examples can be tried
+                    {**example, "transaction_id": example["transaction_id"] + 1}],
+                    "include_features": False}}
     for path, body in examples.items():
         operation = spec["paths"][path]["post"]
         operation["requestBody"]["content"]["application/json"]["example"] = body
