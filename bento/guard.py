@@ -1,14 +1,24 @@
-"""ASGI middleware in front of the prediction endpoints: the API token and the request size limit.
+"""ASGI middleware in front of the prediction endpoints: the API token, the size of headers and
+body, and the time a body may take to arrive.
 
 Runs before BentoML reads a body, so an oversized request is refused without being held in memory
-(BentoML itself reads the whole body, whatever its size) and a request without the token never
+(BentoML itself reads the whole body, whatever its size), a body that never arrives whole (shorter
+than its ``Content-Length``) does not hold its connection, and a request without the token never
 reaches the model.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import logging
+
+import pydantic
+
+
+_CLOSE = ((b"connection", b"close"),)
+"""Sent with a refusal whose body was not read (whole): the connection cannot be reused."""
 
 
 async def _reply(send, status: int, error: str, headers: tuple = ()) -> None:
@@ -24,14 +34,18 @@ async def _reply(send, status: int, error: str, headers: tuple = ()) -> None:
 
 class RequestGuard:
     """Refuses, on ``protected`` paths, requests without ``Authorization: Bearer <token>`` (when a
-    token is set: 401) and bodies that are not JSON (415); on every path, bodies over
-    ``max_bytes`` (413)."""
+    token is set: 401) and bodies that are not JSON (415); on every path, request lines and
+    headers over ``max_header_bytes`` together (431), bodies over ``max_bytes`` (413) and bodies
+    not received whole within ``body_timeout`` seconds (408, and the connection is closed)."""
 
-    def __init__(self, app, token: str | None, max_bytes: int, protected: frozenset[str]):
+    def __init__(self, app, token: str | None, max_bytes: int, protected: frozenset[str],
+                 max_header_bytes: int = 16_384, body_timeout: float = 10.0):
         self.app = app
         self.token = token.encode() if token else None
         self.max_bytes = max_bytes
         self.protected = protected
+        self.max_header_bytes = max_header_bytes
+        self.body_timeout = body_timeout
 
     def _authorised(self, scope) -> bool:
         headers = dict(scope["headers"])
@@ -41,6 +55,11 @@ class RequestGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        header_bytes = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b"")) + sum(
+            len(name) + len(value) + 4 for name, value in scope["headers"])
+        if header_bytes > self.max_header_bytes:
+            return await _reply(send, 431, f"request line and headers over {self.max_header_bytes}"
+                                " bytes (FRAUD_MAX_HEADER_BYTES)", _CLOSE)
         if self.token and scope["path"] in self.protected and not self._authorised(scope):
             return await _reply(send, 401, "missing or wrong API token: send the header"
                                 " 'Authorization: Bearer <token>' (FRAUD_API_TOKEN)",
@@ -55,21 +74,26 @@ class RequestGuard:
         too_large = (f"request body over {self.max_bytes} bytes (FRAUD_MAX_REQUEST_BYTES);"
                      " split the batch")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await _reply(send, 413, too_large)
-        if declared is not None or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await _reply(send, 413, too_large, _CLOSE)
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        # No length given (chunked): read the body here, up to the limit, then hand it on.
+        # The body is read here, up to the limit and within the time allowed, then handed on.
         chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                return await _reply(send, 413, too_large)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return
+                    chunks.append(message.get("body", b""))
+                    size += len(chunks[-1])
+                    if size > self.max_bytes:
+                        return await _reply(send, 413, too_large, _CLOSE)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            return await _reply(send, 408, f"request body not received whole within"
+                                f" {self.body_timeout:g} s (FRAUD_BODY_TIMEOUT_SECONDS)", _CLOSE)
         body = b"".join(chunks)
         delivered = False
 
@@ -81,3 +105,18 @@ class RequestGuard:
             return {"type": "http.request", "body": body, "more_body": False}
 
         return await self.app(scope, replay, send)
+
+
+class ClientErrorsAreNotServerErrors(logging.Filter):
+    """Drops BentoML's ``Exception on /predict [POST]`` records whose exception is a request that
+    failed validation: BentoML logs a traceback for every 400 it answers, so a client sending bad
+    rows made the server write a traceback per request. The 400 itself stays in the access log
+    and the metrics; real errors keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, pydantic.ValidationError)
+
+
+BENTOML_ERROR_LOGGER = "bentoml._internal.server.http_app"
+"""The logger of BentoML's ``log_exception`` (its ``api_endpoint_wrapper`` calls it)."""

@@ -12,6 +12,7 @@ default the project's ``data/``), ``FRAUD_MODEL_TAG`` (default ``fraud_model:lat
 ``FRAUD_WORKERS`` (default 1; more need ``redis``), ``FRAUD_RELOAD_SECONDS`` (default 10),
 ``FRAUD_FEATURE_STATE_DIR`` (default ``<data root>/assets/feature_state``),
 ``FRAUD_API_TOKEN`` (unset: no token), ``FRAUD_MAX_BATCH_SIZE``, ``FRAUD_MAX_REQUEST_BYTES``,
+``FRAUD_MAX_HEADER_BYTES`` (16384), ``FRAUD_BODY_TIMEOUT_SECONDS`` (10),
 ``FRAUD_PREDICTION_LOG_FSYNC`` (``1``: the prediction log is synced to disk on every append),
 ``FRAUD_CONTRIBUTIONS`` (``approximate``, the default, or ``exact`` TreeSHAP: 50x slower),
 ``POLARS_MAX_THREADS`` (default here 1).
@@ -20,8 +21,11 @@ default the project's ``data/``), ``FRAUD_MODEL_TAG`` (default ``fraud_model:lat
 from __future__ import annotations
 
 import gc
+import importlib.metadata
+import inspect
 import logging
 import os
+import secrets
 from pathlib import Path
 
 # Before polars is imported: requests are scored one micro-batch at a time on one thread, and for
@@ -32,9 +36,9 @@ import bentoml  # noqa: E402
 import polars as pl  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from starlette.requests import Request  # noqa: E402
-from starlette.responses import Response  # noqa: E402
+from starlette.responses import JSONResponse, Response  # noqa: E402
 
-from bento.guard import RequestGuard  # noqa: E402
+from bento.guard import BENTOML_ERROR_LOGGER, ClientErrorsAreNotServerErrors, RequestGuard  # noqa: E402,E501
 from fraud_dagster.core.schema import REQUIRED_COLUMNS  # noqa: E402
 from fraud_dagster.serving.api import (  # noqa: E402
     MAX_BATCH_SIZE,
@@ -46,9 +50,12 @@ from fraud_dagster.serving.api import (  # noqa: E402
     Transaction,
     answer_jobs,
     batch_body,
+    example_transaction,
     facts,
+    openapi_document,
     prediction_body,
     read_batch,
+    read_transaction,
     refusal_body,
 )
 from fraud_dagster.serving.live import Live  # noqa: E402
@@ -76,6 +83,7 @@ if CONTRIBUTIONS not in ("approximate", "exact"):
     raise SystemExit(f"FRAUD_CONTRIBUTIONS must be 'approximate' or 'exact', not {CONTRIBUTIONS!r}")
 EXACT_CONTRIBUTIONS = CONTRIBUTIONS == "exact"
 logger = logging.getLogger("bentoml.service.fraud")
+logging.getLogger(BENTOML_ERROR_LOGGER).addFilter(ClientErrorsAreNotServerErrors())
 extra_routes = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 
@@ -89,6 +97,25 @@ class BatchInput(bentoml.IODescriptor, BatchRequest):
         return cls.model_construct(transactions=transactions, include_features=include_features)
 
 
+class TransactionInput(bentoml.IODescriptor, Transaction):
+    """``Transaction`` as BentoML's input spec, read by ``read_transaction`` (msgspec, pydantic
+    for anything not plainly valid)."""
+
+    @classmethod
+    async def from_http_request(cls, request: Request, serde) -> TransactionInput:
+        return cls.model_construct(**read_transaction(await request.body()))
+
+
+def service_version() -> str:
+    """The Bento's version when served from one, else the project's."""
+    if FraudService.bento is not None:
+        return str(FraudService.bento.tag.version)
+    try:
+        return importlib.metadata.version("fraud-dagster")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def newest_model() -> tuple[str, Path]:
     model = bentoml.models.get(MODEL_TAG)
     return str(model.tag), Path(model.path)
@@ -100,6 +127,8 @@ def newest_model() -> tuple[str, Path]:
     http={"host": "127.0.0.1", "port": 3000},
     traffic={"timeout": 60},
     workers=WORKERS,
+    logging={"access": {"enabled": os.environ.get("FRAUD_ACCESS_LOG", "1") == "1"}},
+    tracing={"excluded_urls": os.environ.get("FRAUD_UNTRACED_PATHS") or None},
 )
 class FraudService:
     """Fraud probability, decision at the tuned threshold, model version and the features that
@@ -151,7 +180,8 @@ class FraudService:
     # Answers are serialised from polars frames (predictions_frame): through pydantic models, a
     # 10,000-row batch costs more than scoring it. The models still document the API.
 
-    @bentoml.api(route="/predict", input_spec=Transaction, output_spec=Prediction)
+    @bentoml.api(route="/predict", input_spec=TransactionInput,
+                 output_spec=Prediction)
     async def predict(self, **transaction) -> Response:
         """Score one transaction, a flat JSON object with the validated schema's fields."""
         row = tuple(transaction[name] for name in REQUIRED_COLUMNS)
@@ -196,6 +226,20 @@ class FraudService:
             max_batch_size=MAX_BATCH_SIZE,
         )
 
+    @extra_routes.get("/docs.json", include_in_schema=False)
+    def openapi(self) -> JSONResponse:
+        """BentoML's OpenAPI document (Swagger's), with this service's title, version, a working
+        example and the error bodies it answers (``openapi_document``)."""
+        model, store = self.live.model, self.live.store.info()
+        return JSONResponse(openapi_document(
+            FraudService.openapi_spec.asdict(), title="Fraud detection (fraud_service)",
+            description=f"{inspect.getdoc(FraudService.inner)}\n\nServing model"
+            f" v{model.scorer.model_version} ({model.tag}), feature state of"
+            f" {store.state_date}. See bento/README.md.",
+            version=service_version(),
+            example=example_transaction(store.state_date, store.newest_transaction,
+                                        2**62 + secrets.randbelow(2**62 - 1))))
+
     @bentoml.on_shutdown
     def close(self) -> None:
         self.live.close()
@@ -208,4 +252,6 @@ FraudService.add_asgi_middleware(
     token=os.environ.get("FRAUD_API_TOKEN") or None,
     max_bytes=int(os.environ.get("FRAUD_MAX_REQUEST_BYTES", str(10 * 2**20))),
     protected=frozenset({"/predict", "/predict_batch"}),
+    max_header_bytes=int(os.environ.get("FRAUD_MAX_HEADER_BYTES", "16384")),
+    body_timeout=float(os.environ.get("FRAUD_BODY_TIMEOUT_SECONDS", "10")),
 )

@@ -1,5 +1,6 @@
 """Failed runs and failed blocking checks end up in the alerts file, and at the webhook when set."""
 
+import base64
 import datetime as dt
 import http.server
 import json
@@ -87,3 +88,65 @@ def test_alerts_are_posted_to_the_webhook_and_kept_when_it_is_down(tmp_path):
         "test", "webhook down"
     )
     assert [a["summary"] for a in read_alerts(tmp_path / "a.jsonl")] == ["hello", "webhook down"]
+
+
+class _Failing(http.server.BaseHTTPRequestHandler):
+    authorizations: list[str] = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.authorizations.append(self.headers.get("Authorization"))
+        self.send_response(500)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+SECRETS = ("hookuser", "hunter2pass", "T024BE7LD", "B0GHJ7Q2Z", "xoxb4f9Zk2LpQ7wRtY",
+           "sig0Rk9c3Vq", "frag8Secret")
+
+
+def _secret_url(port: int) -> str:
+    return (f"http://hookuser:hunter2pass@127.0.0.1:{port}/services/T024BE7LD/B0GHJ7Q2Z/"
+            "xoxb4f9Zk2LpQ7wRtY?sig=sig0Rk9c3Vq&v=1#frag8Secret")
+
+
+@pytest.mark.parametrize("failure", ["answers_500", "nothing_listens", "not_a_url"])
+def test_a_failing_webhook_never_logs_its_url_whole(tmp_path, caplog, failure):
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Failing)
+    port = server.server_port
+    if failure == "answers_500":
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    else:
+        server.server_close()  # the port is free: the connection is refused
+    url = _secret_url(port) if failure != "not_a_url" else "hunter2pass:xoxb4f9Zk2LpQ7wRtY"
+    try:
+        with caplog.at_level("DEBUG"):
+            AlertSink(alerts_file=str(tmp_path / "a.jsonl"), webhook_url=url,
+                      webhook_timeout_s=5).send("test", "webhook failing")
+    finally:
+        if failure == "answers_500":
+            server.shutdown()
+    [failed] = [r for r in caplog.records if "alert webhook" in r.getMessage()]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert not [secret for secret in SECRETS if secret in logged], logged
+    if failure != "not_a_url":
+        assert f"http://***@127.0.0.1:{port}/services/***/***/***?sig=***&v=***#***" in logged
+    assert {"answers_500": "HTTP Error 500", "nothing_listens": "refused",
+            "not_a_url": "not an http(s) URL"}[failure] in failed.getMessage()
+    assert [a["summary"] for a in read_alerts(tmp_path / "a.jsonl")] == ["webhook failing"]
+    if failure == "answers_500":  # the URL's user and password went as basic authentication
+        assert _Failing.authorizations[-1] == "Basic " + base64.b64encode(
+            b"hookuser:hunter2pass").decode()
+
+
+def test_redact_url_keeps_what_says_where_and_hides_the_rest():
+    from fraud_dagster.alerts import redact_url
+
+    assert redact_url("https://hooks.example.com/alerts") == "https://hooks.example.com/alerts"
+    assert redact_url("https://u:p@hooks.example.com:8443/api/webhooks/1234/AbCdEf?token=x") == (
+        "https://***@hooks.example.com:8443/api/webhooks/***/***?token=***")
+    assert redact_url("https://h.example.com/x?secret") == "https://h.example.com/x?secret=***"
+    assert redact_url("https://h.example.com/x?Ab12cD34") == "https://h.example.com/x?***=***"
+    assert redact_url("http://[::1]:99999/") == "***"

@@ -114,6 +114,61 @@ def test_random_forest_says_contributions_are_unavailable(history, tmp_path):
     assert scorer.contribution_note.startswith("unavailable: RandomForestClassifier")
 
 
+@pytest.mark.parametrize("candidate", ["xgboost+none", "xgboost+smote",
+                                       "logistic_regression+undersample", "random_forest+smote"])
+def test_the_exported_model_is_loaded_without_pickle_and_gives_the_same_probabilities(
+    history, tmp_path, candidate, monkeypatch
+):
+    import pickle
+    import zipfile
+
+    labelled, state, day = history
+    x = labelled.select(FEATURE_COLUMNS).to_numpy()
+    y = labelled["tx_fraud"].to_numpy()
+    pipeline = make_pipeline(candidate, CandidateSettings(forest_trees=10,
+                                                          resampled_fraud_ratio=0.9), y).fit(x, y)
+    save_model_dir(tmp_path, pipeline, state, threshold=0.5, feature_columns=FEATURE_COLUMNS,
+                   info={"registered_version": "3"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "feature_state.parquet", "pipeline.skops", "serving.json"]
+    with zipfile.ZipFile(tmp_path / "pipeline.skops") as archive:  # skops: JSON and .npy
+        assert "schema.json" in archive.namelist()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded with pickle")
+
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse)
+    scorer = Scorer.load(tmp_path)
+    # The scorer runs its classifier on one thread: a forest's parallel sum is not bit-stable.
+    pipeline.steps[-1][1].set_params(n_jobs=1)
+    rows = features_for_day(day, state).select(FEATURE_COLUMNS).to_numpy()
+    assert np.array_equal(scorer.pipeline.predict_proba(rows), pipeline.predict_proba(rows))
+    scored = scorer.score(as_features(day, state))
+    assert np.array_equal(scored.probability, pipeline.predict_proba(scored.x)[:, 1])
+
+
+def test_a_model_file_with_a_type_training_never_makes_is_not_loaded(history, tmp_path):
+    import collections
+
+    import skops.io
+    import skops.io.exceptions
+
+    _, state, _ = history
+    save_model_dir(tmp_path, collections.Counter(a=1), state, threshold=0.5,
+                   feature_columns=FEATURE_COLUMNS, info={"registered_version": "3"})
+    with pytest.raises(skops.io.exceptions.UntrustedTypesFoundException, match="Counter"):
+        Scorer.load(tmp_path)
+
+
+def test_a_model_exported_with_pickle_is_refused_saying_so(history, tmp_path):
+    (tmp_path / "pipeline.pkl").write_bytes(b"not loaded")
+    (tmp_path / "serving.json").write_text("{}")
+    history[1].write_parquet(tmp_path / "feature_state.parquet")
+    with pytest.raises(FileNotFoundError, match="pipeline.pkl.*bento_model"):
+        Scorer.load(tmp_path)
+
+
 def test_a_folder_without_a_model_is_refused_with_the_asset_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="materialise the bento_model asset"):
         Scorer.load(tmp_path)

@@ -19,6 +19,7 @@ import datetime as dt
 import io
 import json
 import os
+import re
 from collections.abc import Callable
 from typing import Annotated
 
@@ -26,7 +27,7 @@ import msgspec
 import numpy as np
 import polars as pl
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field, NaiveDatetime
+from pydantic import BaseModel, ConfigDict, Field, NaiveDatetime, ValidationError
 
 from fraud_dagster.core.schema import MAX_AMOUNT, REQUEST_DTYPES, REQUIRED_COLUMNS
 from fraud_dagster.serving.scoring import Scored, Scorer, transactions_frame
@@ -68,6 +69,83 @@ class BatchRequest(BaseModel):
     include_features: bool = Field(
         False, description="Also return each transaction's features (as the batch asset has them)."
     )
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="What is wrong: pydantic's error type (`missing`,"
+                      " `int_type`, `less_than_equal`, ...), `number_out_of_range`,"
+                      " `duplicate_transaction` or `before_feature_state`.")
+    loc: list[str | int] = Field(description="Where: the field (`[\"tx_amount\"]`), in a batch"
+                                 " `[\"transactions\", 3, \"tx_amount\"]`; empty for the"
+                                 " body as a whole.")
+    msg: str
+
+
+class ErrorBody(BaseModel):
+    """A request refused for its content: each error names its field."""
+
+    error: str | None = Field(None, description="A summary (validation errors only).")
+    detail: list[ErrorDetail]
+
+
+class GuardError(BaseModel):
+    """A request refused before its content is read (token, media type, size, time)."""
+
+    error: str
+
+
+_REFUSALS = {
+    400: ("Invalid transaction(s): missing, extra or mistyped field, out of range, malformed"
+          " JSON", ErrorBody),
+    401: ("Missing or wrong API token (FRAUD_API_TOKEN)", GuardError),
+    408: ("The body did not arrive whole within FRAUD_BODY_TIMEOUT_SECONDS", GuardError),
+    409: ("A transaction_id already scored, or repeated in the request", ErrorBody),
+    413: ("Body over FRAUD_MAX_REQUEST_BYTES", GuardError),
+    415: ("Not JSON", GuardError),
+    422: ("A transaction of the served feature state's day or earlier", ErrorBody),
+    431: ("Request line and headers over FRAUD_MAX_HEADER_BYTES", GuardError),
+}
+
+
+def openapi_document(spec: dict, *, title: str, description: str, version: str,
+                     example: dict) -> dict:
+    """BentoML's OpenAPI document for this service, told what it is: its own title, description
+    and version (BentoML's says "a Machine Learning Service created with BentoML", version None),
+    a request example the service accepts (``example``, a transaction it would score now), and
+    the error bodies the prediction endpoints really answer."""
+    if not 0 <= example["transaction_id"] < _INT64_MAX:
+        raise ValueError("the example's transaction_id and the next must be int64 ids")
+    spec = {**spec, "info": {"title": title, "description": description, "version": version}}
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    for model in (ErrorBody, GuardError):
+        found = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(found.pop("$defs", {}))
+        schemas[model.__name__] = found
+    examples = {"/predict": example,
+                "/predict_batch": {"transactions": [  # another id: both examples can be tried
+                    {**example, "transaction_id": example["transaction_id"] + 1}],
+                    "include_features": False}}
+    for path, body in examples.items():
+        operation = spec["paths"][path]["post"]
+        operation["requestBody"]["content"]["application/json"]["example"] = body
+        responses = operation["responses"]
+        responses.pop("404", None)
+        for status, (text, model) in _REFUSALS.items():
+            responses[str(status)] = {"description": text, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+    return spec
+
+
+def example_transaction(state_date: dt.date | None, newest: dt.datetime | None,
+                        transaction_id: int) -> dict:
+    """A transaction the service would score now: after its feature state's day and its newest
+    transaction, under an id nobody has sent."""
+    when = max(dt.datetime.combine(state_date + dt.timedelta(days=1), dt.time(12))
+               if state_date else EARLIEST, newest or EARLIEST)
+    when = min(when.replace(microsecond=0) + dt.timedelta(seconds=1),
+               LATEST - dt.timedelta(seconds=1))
+    return {"transaction_id": transaction_id, "tx_datetime": when.isoformat(),
+            "customer_id": 42, "terminal_id": 4017, "tx_amount": 310.5}
 
 
 class Contribution(BaseModel):
@@ -187,6 +265,95 @@ def _plain_batch(body: bytes) -> tuple[pl.DataFrame, bool] | None:
     return frame.insert_column(1, parsed), batch.include_features
 
 
+_OUT_OF_RANGE = re.compile(r"number out of range at line (\d+) column (\d+)")
+_NUMBER = frozenset(b"0123456789+-.eE")
+_SENTINEL = "number out of range"
+
+
+def _out_of_range_span(body: bytes, error: dict) -> tuple[int, int] | None:
+    """Where in ``body`` the number is that pydantic's JSON parser could not hold (it names no
+    field for it, only a line and column), or None for any other error."""
+    found = _OUT_OF_RANGE.search(error.get("msg", "")) if error["type"] == "json_invalid" else None
+    if found is None:
+        return None
+    line, column = int(found[1]), int(found[2])
+    offset = sum(len(text) + 1 for text in body.split(b"\n", line - 1)[:line - 1]) + column - 1
+    offset = min(offset, len(body) - 1)
+    while offset > 0 and body[offset] not in _NUMBER:
+        offset -= 1
+    if body[offset] not in _NUMBER:
+        return None
+    start, end = offset, offset
+    while start > 0 and body[start - 1] in _NUMBER:
+        start -= 1
+    while end < len(body) and body[end] in _NUMBER:
+        end += 1
+    return start, end
+
+
+def validate_json(model: type[BaseModel], body: bytes) -> BaseModel:
+    """``model.model_validate_json(body)``, except that a number too large for any field (a
+    5000-digit id: pydantic's parser reports it at a line and column) is refused naming its field,
+    as every other error is."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as error:
+        raise _located(model, body, error) from None
+
+
+def _located(model: type[BaseModel], body: bytes, error: ValidationError) -> ValidationError:
+    replaced = 0
+    while replaced < 1_000:  # each pass finds the next such number
+        [first, *_] = error.errors()
+        span = _out_of_range_span(body, first)
+        if span is None:
+            break
+        body = body[:span[0]] + json.dumps(_SENTINEL).encode() + body[span[1]:]
+        replaced += 1
+        try:
+            model.model_validate_json(body)
+        except ValidationError as again:
+            error = again
+        else:  # not reachable: a string is no number
+            break
+    if not replaced:
+        return error
+    details = []
+    for detail in error.errors():
+        if detail.get("input") == _SENTINEL:
+            details.append({"type": pydantic_core.PydanticCustomError(
+                "number_out_of_range", "Number out of range: far too large for this field"),
+                "loc": detail["loc"], "input": None})
+        else:
+            details.append({key: detail[key] for key in ("type", "loc", "input", "ctx")
+                            if key in detail})
+    return ValidationError.from_exception_data(error.title, details)
+
+
+_TRANSACTION_DECODER = msgspec.json.Decoder(_PlainTransaction)
+_PLAIN_DATETIME_RE = re.compile(_PLAIN_DATETIME)
+
+
+def read_transaction(body: bytes) -> dict:
+    """A ``/predict`` body as the ``Transaction`` fields' values; raises pydantic's
+    ``ValidationError`` naming each bad field. A plainly valid body is read by msgspec (what
+    ``read_batch`` does for each row: the same rules), anything else judged by ``Transaction``."""
+    try:
+        row = _TRANSACTION_DECODER.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        row = None
+    if row is not None and _PLAIN_DATETIME_RE.match(row.tx_datetime):
+        try:
+            stamp = dt.datetime.fromisoformat(row.tx_datetime)
+        except ValueError:  # a day that does not exist
+            stamp = None
+        if stamp is not None and EARLIEST <= stamp < LATEST:
+            return {"transaction_id": row.transaction_id, "tx_datetime": stamp,
+                    "customer_id": row.customer_id, "terminal_id": row.terminal_id,
+                    "tx_amount": float(row.tx_amount)}
+    return dict(validate_json(Transaction, body).__dict__)
+
+
 def read_batch(body: bytes) -> tuple[pl.DataFrame, bool]:
     """A ``/predict_batch`` body as a frame of ``REQUIRED_COLUMNS`` (the validated schema's dtypes)
     and ``include_features``; raises pydantic's ``ValidationError`` naming each bad field."""
@@ -196,7 +363,7 @@ def read_batch(body: bytes) -> tuple[pl.DataFrame, bool]:
 
 def pydantic_batch(body: bytes) -> tuple[pl.DataFrame, bool]:
     """``read_batch`` through the pydantic models alone: the contract the fast path keeps."""
-    request = BatchRequest.model_validate_json(body)
+    request = validate_json(BatchRequest, body)
     return transactions_frame(request_rows(request.transactions)), request.include_features
 
 

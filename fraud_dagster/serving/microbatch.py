@@ -10,10 +10,12 @@ for 50 (polars and XGBoost have a fixed cost per call), so under load this keeps
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
+log = logging.getLogger(__name__)
 Job = TypeVar("Job")
 Result = TypeVar("Result")
 
@@ -77,7 +79,9 @@ class MicroBatcher(Generic[Job, Result]):
             return self._score_jobs(jobs)
         try:
             return self._score_jobs(jobs)
-        except Exception:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001
+            log.warning("a micro-batch of %d requests failed (%s: %s); scoring each alone",
+                        len(jobs), type(error).__name__, error)
             return [self._score_or_error(job) for job in jobs]
 
     def _score_or_error(self, job: Job) -> Result | Exception:

@@ -3,7 +3,9 @@
 A *model directory* holds everything serving needs, written by ``save_model_dir`` (the
 ``bento_model`` asset puts it in the BentoML model store) and read by ``Scorer.load``:
 
-- ``pipeline.pkl``: the fitted classifier pipeline (resampling steps are skipped at predict time);
+- ``pipeline.skops``: the fitted classifier pipeline in skops' format (resampling steps are skipped
+  at predict time), loaded trusting only the types training makes (``TRUSTED_TYPES``), never
+  with ``pickle``: an XGBoost booster inside it is XGBoost's own UBJSON model;
 - ``feature_state.parquet``: the ``feature_state`` at the end of ``state_date``, the state the
   service starts from when the pipeline's own newer states are not at hand (see ``live.py``);
 - ``serving.json``: threshold, feature columns, model version, lineage and library versions.
@@ -18,18 +20,31 @@ import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
-import pickle
 import platform
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import skops.io
 
 from fraud_dagster.core.features import FEATURE_COLUMNS
 from fraud_dagster.core.schema import REQUEST_DTYPES
 from fraud_dagster.serving.store import Features
 
-PIPELINE_FILE = "pipeline.pkl"
+PIPELINE_FILE = "pipeline.skops"
+TRUSTED_TYPES = (
+    "imblearn.pipeline.Pipeline",
+    "imblearn.over_sampling._smote.base.SMOTE",
+    "imblearn.under_sampling._prototype_selection._random_under_sampler.RandomUnderSampler",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.tree._tree.Tree",
+    "xgboost.core.Booster",
+    "xgboost.sklearn.XGBClassifier",
+)
+"""What ``Scorer.load`` trusts besides skops' own list (scikit-learn's estimators, numpy): the
+types ``core.training.make_pipeline`` builds, named here once, not read from the file. Any other
+type in a model file stops the load (``skops.io.exceptions.UntrustedTypesFoundException``)."""
 STATE_FILE = "feature_state.parquet"
 INFO_FILE = "serving.json"
 TOP_CONTRIBUTIONS = 5
@@ -39,7 +54,7 @@ LIBRARIES = ("polars", "numpy", "scikit-learn", "imbalanced-learn", "xgboost", "
 
 
 def library_versions() -> dict[str, str]:
-    """The versions the model is pickled and its features computed with."""
+    """The versions the model is saved and its features computed with."""
     return {"python": platform.python_version(),
             **{name: importlib.metadata.version(name) for name in LIBRARIES}}
 
@@ -56,8 +71,7 @@ def save_model_dir(
     if missing:
         raise ValueError(f"the model uses features this code does not compute: {sorted(missing)}")
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / PIPELINE_FILE).open("wb") as handle:
-        pickle.dump(pipeline, handle, pickle.HIGHEST_PROTOCOL)
+    skops.io.dump(pipeline, folder / PIPELINE_FILE)
     state.write_parquet(folder / STATE_FILE)
     content = {
         **info,
@@ -192,12 +206,14 @@ class Scorer:
         folder = Path(folder)
         missing = [n for n in (PIPELINE_FILE, STATE_FILE, INFO_FILE) if not (folder / n).exists()]
         if missing:
+            older = (" (it holds a pipeline.pkl: exported before models were saved without"
+                     " pickle, which this service does not load)"
+                     if (folder / "pipeline.pkl").exists() else "")
             raise FileNotFoundError(
-                f"{folder} is not a fraud model directory (missing {', '.join(missing)}):"
+                f"{folder} is not a fraud model directory (missing {', '.join(missing)}){older}:"
                 " materialise the bento_model asset to export one"
             )
-        with (folder / PIPELINE_FILE).open("rb") as handle:
-            pipeline = pickle.load(handle)
+        pipeline = skops.io.load(folder / PIPELINE_FILE, trusted=list(TRUSTED_TYPES))
         info = json.loads((folder / INFO_FILE).read_text())
         return cls(pipeline, info, exact_contributions, batch_threads)
 
