@@ -4,6 +4,7 @@ import datetime as dt
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from fraud_dagster import settings
 from fraud_dagster.core.features import (
@@ -22,8 +23,9 @@ HISTORY_DAYS = FeatureSpec(label_delay=DEFAULT_LABEL_DELAY).history_days()
 
 
 class FeaturesConfig(dg.Config):
-    label_delay_days: int = DEFAULT_LABEL_DELAY
-    """A transaction's label is known this many days after the end of its day."""
+    label_delay_days: int = Field(
+        default=DEFAULT_LABEL_DELAY,
+        description="A transaction's label is known this many days after the end of its day.")
 
 
 @dg.multi_asset(

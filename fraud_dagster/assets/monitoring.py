@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 from mlflow import MlflowClient
+from pydantic import Field
 
 from fraud_dagster import registry
 from fraud_dagster.core.drift import DRIFT_COLUMNS, SCORE_COLUMN, drift_summary
@@ -84,9 +85,13 @@ class PredictionLogStore(dg.ConfigurableResource):
 
 
 class DriftReportConfig(dg.Config):
-    drift_share: float = 0.5
-    """Evidently's dataset-drift rule: at least this share of the columns drifted."""
-    label_delay_days: int = DEFAULT_LABEL_DELAY
+    drift_share: float = Field(
+        default=0.5,
+        description="Evidently's dataset-drift rule: at least this share of the columns drifted.")
+    label_delay_days: int = Field(
+        default=DEFAULT_LABEL_DELAY,
+        description="The champion's labelled performance is measured on the day this many days"
+        " before the reported one (its labels have just arrived).")
 
 
 def _labelled_performance(tables: DailyTables, model, day: dt.date) -> dict:
@@ -214,8 +219,8 @@ def served_drift_report(
 ):
     """Per day: the transactions the BentoML service scored (its prediction log) and the
     probabilities it answered, against the champion's training reference (HTML report under
-    the data root, beside ``drift_report``'s). A day nothing was served for is a no-op that
-    still materialises (an empty file, metadata ``transactions`` 0), so a backfill over days
+    the data root, beside `drift_report`'s). A day nothing was served for is a no-op that
+    still materialises (an empty file, metadata `transactions` 0), so a backfill over days
     nobody served succeeds."""
     compared = model_registry.champion_and_reference()
     if compared is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import polars as pl
@@ -205,12 +205,15 @@ def select_candidate(
     candidates: Sequence[str],
     settings: CandidateSettings = CandidateSettings(),
     columns: Sequence[str] = FEATURE_COLUMNS,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
     """Each candidate's average precision on each validation fold, best first.
 
     Returns the table and, per candidate, its pooled validation labels and scores (folds in order),
-    which the threshold is chosen on.
+    which the threshold is chosen on. ``progress`` (e.g. a logger's ``info``) is told each fold's
+    figures as it ends and each candidate's mean: the search takes minutes.
     """
+    say = progress or (lambda message: None)
     rows, pooled = [], {}
     folds = [(_xy(_in(labelled, train), columns), _xy(_in(labelled, valid), columns))
              for train, valid in plan.validation_folds()]
@@ -218,17 +221,22 @@ def select_candidate(
         if x_train.shape[0] == 0 or y_train.sum() == 0:
             raise ValueError("a validation fold has no training rows or no fraud: "
                              f"need labelled features for {plan.labelled_window()}")
-    for candidate in candidates:
+    for number, candidate in enumerate(candidates, 1):
         scores, labels, aps, seconds = [], [], [], 0.0
-        for (x_train, y_train), (x_valid, y_valid) in folds:
+        for fold, ((x_train, y_train), (x_valid, y_valid)) in enumerate(folds):
             t0 = time.perf_counter()
             pipeline = make_pipeline(candidate, settings, y_train).fit(x_train, y_train)
-            seconds += time.perf_counter() - t0
+            fit = time.perf_counter() - t0
+            seconds += fit
             score = pipeline.predict_proba(x_valid)[:, 1]
             aps.append(average_precision(y_valid, score))
             scores.append(score)
             labels.append(y_valid)
+            say(f"candidate {number}/{len(candidates)} {candidate}: fold {fold + 1}/{len(folds)}"
+                f" average precision {aps[-1]:.4f} (fit {fit:.1f} s)")
         pooled[candidate] = (np.concatenate(labels), np.concatenate(scores))
+        say(f"candidate {number}/{len(candidates)} {candidate}: mean average precision"
+            f" {np.nanmean(aps):.4f} over {len(folds)} folds ({seconds:.1f} s of fitting)")
         rows.append({
             "candidate": candidate,
             "mean_average_precision": float(np.nanmean(aps)),
@@ -247,13 +255,19 @@ def train(
     objective: ThresholdObjective = ThresholdObjective(),
     settings: CandidateSettings = CandidateSettings(),
     columns: Sequence[str] = FEATURE_COLUMNS,
+    progress: Callable[[str], None] | None = None,
 ) -> TrainedModel:
     """Select the best candidate on the validation folds, refit it on the training window.
 
-    ``labelled`` holds features and ``tx_fraud`` for ``plan.labelled_window()``.
+    ``labelled`` holds features and ``tx_fraud`` for ``plan.labelled_window()``; ``progress``
+    hears the search fold by fold (see ``select_candidate``) and which candidate won.
     """
-    selection, pooled = select_candidate(labelled, plan, candidates, settings, columns)
+    selection, pooled = select_candidate(labelled, plan, candidates, settings, columns, progress)
     best = selection["candidate"][0]
+    if progress:
+        progress(f"selected {best} (mean validation average precision"
+                 f" {selection['mean_average_precision'][0]:.4f}, best of {selection.height});"
+                 f" refitting it on {plan.train_window()}")
     threshold = choose_threshold(*pooled[best], objective)
     x, y = _xy(_in(labelled, plan.train_window()), columns)
     if y.sum() == 0:
