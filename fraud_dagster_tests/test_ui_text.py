@@ -1,6 +1,7 @@
 """What the Dagster UI shows a user: descriptions (Markdown, not reStructuredText), launchpad
 config fields with their descriptions, the prediction log in the catalog, the model assets' pool."""
 
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -24,6 +25,9 @@ def _descriptions():
         yield f"check {check.name}", graph.get_check_spec(check).description
     for job in (*USER_JOBS, "__ASSET_JOB"):
         yield f"job {job}", defs.resolve_job_def(job).description
+        resources = defs.resolve_job_def(job).run_config_schema.config_type.fields["resources"]
+        for name, field in resources.config_type.fields.items():
+            yield f"resource {name} (job {job})", field.description
     for sensor in defs.sensors:
         yield f"sensor {sensor.name}", sensor.description
     for schedule in defs.schedules:
@@ -31,9 +35,13 @@ def _descriptions():
 
 
 def test_descriptions_are_markdown_not_restructuredtext():
-    """The UI renders descriptions as Markdown: ``x`` shows its backticks."""
+    """The UI renders descriptions as Markdown: ``x`` shows its backticks, and a bare
+    <placeholder> outside a code span is taken for an HTML tag and vanishes."""
     double = [where for where, text in _descriptions() if text and "``" in text]
     assert double == []
+    tags = [where for where, text in _descriptions()
+            if text and re.search(r"<[A-Za-z][^>]*>", re.sub(r"`[^`]*`", "", text))]
+    assert tags == []
 
 
 def _fields(config_type: ConfigType, path: str):

@@ -34,7 +34,7 @@ prediction_log = dg.AssetSpec(
     deps=[dg.AssetKey("bento_model")],
     kinds={"bentoml", "arrow"},
     description="What bento/service.py served: each transaction's features, probability, decision"
-    " and model version, under <data root>/predictions/<transaction day>/ (Arrow IPC streams)."
+    " and model version, under `<data root>/predictions/<transaction day>/` (Arrow IPC streams)."
     " Written by the service before it answers, not by Dagster.",
 )
 
@@ -75,8 +75,8 @@ class ModelRegistry(dg.ConfigurableResource):
 
 
 class PredictionLogStore(dg.ConfigurableResource):
-    """The serving prediction log's folder (``<data root>/predictions``, where bento/service.py
-    writes with the same ``FRAUD_DATA_DIR``)."""
+    """The serving prediction log's folder (`<data root>/predictions`, where bento/service.py
+    writes with the same `FRAUD_DATA_DIR`)."""
 
     folder: str
 

@@ -29,7 +29,7 @@ def bentoml_home_from_env() -> Path | None:
 
 
 class BentoStore(dg.ConfigurableResource):
-    """A BentoML home folder; models live in ``<home>/models`` (what ``BENTOML_HOME`` points at)."""
+    """A BentoML home folder; models live in `<home>/models` (what `BENTOML_HOME` points at)."""
 
     home: str
 
