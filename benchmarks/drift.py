@@ -37,6 +37,7 @@ from pathlib import Path
 import polars as pl
 
 from fraud_dagster.core.drift import DRIFT_COLUMNS, SCORE_COLUMN, drift_summary, reference_sample
+from fraud_dagster.core.labels import delivered_reports
 from fraud_dagster.core.features import FEATURE_COLUMNS, FeatureSpec, batch_features
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
 from fraud_dagster.core.validation import split_transactions
@@ -86,7 +87,8 @@ def simulate(reference_days: int, days: int) -> tuple[dict[dt.date, pl.DataFrame
             )
         ).validated
     with timed(seconds, "features"):
-        features = batch_features(validated, START, last, spec)[0].with_columns(stand_in_score())
+        features = batch_features(validated, START, last, spec,
+                                  labels=delivered_reports(validated))[0].with_columns(stand_in_score())
         by_day = features.with_columns(day=pl.col("tx_datetime").dt.date()).partition_by(
             "day", as_dict=True, include_key=False
         )

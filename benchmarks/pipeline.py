@@ -64,6 +64,7 @@ def functions(days: int, root: Path) -> dict:
     import polars as pl
 
     from fraud_dagster.core.features import FeatureSpec, batch_features
+    from fraud_dagster.core.labels import delivered_reports
     from fraud_dagster.core.simulator import Simulator, SimulatorConfig
     from fraud_dagster.core.validation import split_transactions
 
@@ -79,7 +80,7 @@ def functions(days: int, root: Path) -> dict:
     with timed(seconds, "validate"):
         validated = split_transactions(raw).validated
     with timed(seconds, "features"):
-        batch_features(validated, START, last, FeatureSpec())
+        batch_features(validated, START, last, FeatureSpec(), labels=delivered_reports(validated))
     with timed(seconds, "write_parquet"):
         out = root / "validated"
         out.mkdir(parents=True)
@@ -106,6 +107,7 @@ def features_functions(days: int, root: Path) -> dict:
     from upath import UPath
 
     from fraud_dagster.core.features import FeatureSpec, batch_features
+    from fraud_dagster.core.labels import delivered_reports
     from fraud_dagster.io_managers import (
         PolarsParquetIOManager,
         in_threads,
@@ -123,7 +125,8 @@ def features_functions(days: int, root: Path) -> dict:
         paths = [stored / f"{START + dt.timedelta(days=i)}.parquet" for i in range(days)]
         history = pl.concat(in_threads(read_parquet, paths, threads))
     with timed(seconds, "compute"):
-        features, state = batch_features(history, START, last, FeatureSpec())
+        features, state = batch_features(history, START, last, FeatureSpec(),
+                                         labels=delivered_reports(history))
     with timed(seconds, "write"):
         for name, frame, column in (
             ("transaction_features", features, "tx_datetime"),

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from fraud_dagster.core.labels import delivered_reports
 from fraud_dagster.core.features import batch_features
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
 from fraud_dagster.serving.prediction_log import PredictionLog
@@ -29,7 +30,7 @@ DAY = dt.date(2025, 2, 20)
 def logged_rows() -> pl.DataFrame:
     """A simulated day's rows as the service logs them (bento/service.py, ``_log``)."""
     transactions = Simulator(SimulatorConfig()).days(DAY - dt.timedelta(days=40), DAY)
-    features, _ = batch_features(transactions, DAY, DAY)
+    features, _ = batch_features(transactions, DAY, DAY, labels=delivered_reports(transactions))
     n = features.height
     return features.drop("tx_fraud", "tx_fraud_scenario", strict=False).hstack([
         pl.Series("fraud_probability", np.random.default_rng(0).random(n, dtype=np.float32)),

@@ -40,6 +40,7 @@ import time
 
 import polars as pl
 
+from fraud_dagster.core.labels import delivered_reports
 from fraud_dagster.core.features import (
     FEATURE_COLUMNS,
     VELOCITY_COLUMNS,
@@ -85,7 +86,8 @@ def simulated_features(config: SimulatorConfig = SimulatorConfig.handbook()) -> 
     )
     validated = split_transactions(raw).validated
     first = HANDBOOK_PLAN.labelled_window().first
-    features, _ = batch_features(validated, first, HANDBOOK_PLAN.test_window().last, FeatureSpec())
+    features, _ = batch_features(validated, first, HANDBOOK_PLAN.test_window().last, FeatureSpec(),
+                                 labels=delivered_reports(validated))
     return features.join(validated.select("transaction_id", "tx_fraud"), on="transaction_id")
 
 

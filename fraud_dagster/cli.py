@@ -28,9 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--end", type=dt.date.fromisoformat, required=True, help="last day, inclusive")
     run.add_argument("--no-train", dest="train", action="store_false",
                      help="only ingest (raw, validated, features)")
-    run.add_argument("--training-end", default=None,
-                     help="last training day (default: the latest that leaves the label delay and"
-                     " a full test window before --end)")
+    run.add_argument("--as-of", default=None,
+                     help="fraud_model's as_of (ISO date; default: the newest day ingested):"
+                     " it tests on the newest window whose labels have matured by then.")
     return parser
 
 
@@ -45,7 +45,7 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
-def run_pipeline(start: dt.date, end: dt.date, train: bool, training_end: str | None) -> bool:
+def run_pipeline(start: dt.date, end: dt.date, train: bool, as_of: str | None) -> bool:
     from fraud_dagster.definitions import defs
     from fraud_dagster.partitions import partition_range_tags
 
@@ -60,7 +60,7 @@ def run_pipeline(start: dt.date, end: dt.date, train: bool, training_end: str | 
               f" (run {ingest.run_id})")
         if not ingest.success or not train:
             return ingest.success
-        config = {"training_end": training_end} if training_end else {}
+        config = {"as_of": as_of} if as_of else {}
         retrain = defs.resolve_job_def("retrain_job").execute_in_process(
             instance=instance,
             tags={"fraud/trigger": "cli"},
@@ -87,7 +87,7 @@ def run_pipeline(start: dt.date, end: dt.date, train: bool, training_end: str | 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
-        ok = run_pipeline(args.start or settings.start_date(), args.end, args.train, args.training_end)
+        ok = run_pipeline(args.start or settings.start_date(), args.end, args.train, args.as_of)
         return 0 if ok else 1
     return 2
 

@@ -16,7 +16,7 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 from fraud_dagster import settings
 from fraud_dagster.alerts import AlertSink
 from fraud_dagster.assets.monitoring import ModelRegistry, PredictionLogStore
-from fraud_dagster.assets import features, model, monitoring, serving, transactions
+from fraud_dagster.assets import features, labels, model, monitoring, serving, transactions
 from fraud_dagster.checks import validation_checks
 from fraud_dagster.io_managers import DailyTables, PickleIOManager, PolarsParquetIOManager
 from fraud_dagster.jobs import daily_ingest, daily_job, ingest_job, retrain_job
@@ -87,7 +87,8 @@ def make_definitions(resources: dict) -> dg.Definitions:
         # prediction_log is an AssetSpec (written by the BentoML service, not by Dagster):
         # load_assets_from_modules does not collect specs, and a spec only named as a dep shows
         # nowhere in the catalog.
-        assets=[*dg.load_assets_from_modules([transactions, features, model, serving, monitoring]),
+        assets=[*dg.load_assets_from_modules([transactions, labels, features, model, serving,
+                                              monitoring]),
                 monitoring.prediction_log],
         asset_checks=validation_checks,
         jobs=[ingest_job, daily_job, retrain_job, landing_rejections_job],

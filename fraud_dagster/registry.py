@@ -66,6 +66,7 @@ def log_trained_model(trained: TrainedModel, tags: dict[str, str]) -> str:
     plan, settings = trained.plan, trained.settings
     mlflow.log_params({
         "candidate": trained.candidate,
+        "as_of": plan.as_of().isoformat(),
         "training_end": plan.training_end.isoformat(),
         "train_days": plan.train_days,
         "delay_days": plan.delay_days,

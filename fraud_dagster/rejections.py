@@ -17,6 +17,8 @@ class LandingRejection(dg.Config):
     reason: str = Field(description="Why it is not ingested (written beside it and alerted).")
     action: str = Field(default="reject", description="`reject` (move to `_rejected/`) or"
                         " `report` (leave in place).")
+    folder: str = Field(default="", description="`labels` for a label file (`<landing>/labels/`),"
+                        " else empty: the landing folder.")
 
 
 class LandingRejectionsConfig(dg.Config):
@@ -34,8 +36,9 @@ def reject_landing_files(
 ) -> None:
     if not isinstance(transaction_source, LandingSource):
         raise dg.Failure("FRAUD_SOURCE is not 'landing': there is no landing folder")
-    folder = transaction_source.folder()
     for file in config.files:
+        folder = transaction_source.folder()
+        folder = folder.labels() if file.folder == folder.LABELS else folder
         if file.action == "report":
             alerts.send("landing_ignored", f"landing file {file.name} left in place: {file.reason}",
                         file=file.name, reason=file.reason, folder=str(folder.root))

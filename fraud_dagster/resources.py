@@ -11,6 +11,7 @@ from dagster_mlflow.resources import CONFIG_SCHEMA as MLFLOW_CONFIG_SCHEMA
 from dagster_mlflow.resources import MlFlow
 from pydantic import Field
 
+from fraud_dagster.core.labels import simulated_reports
 from fraud_dagster.core.landing import Delivery, LandingFolder
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
 from fraud_dagster.registry import ensure_experiment
@@ -48,6 +49,11 @@ class SimulatorSource(TransactionSource):
     tested_cards_per_day: float = Field(default=SimulatorConfig.n_tested_cards,
                                         description="Cards tested in a burst of small purchases,"
                                         " per day on average (scenario 5).")
+    delayed_labels: bool = Field(
+        default=True,
+        description="Each fraud is delivered with the report it will get (some never, most within"
+        " a week, a tail to 60 days), genuine ones unreported. False (the Handbook's setting):"
+        " every transaction carries its 0/1 label, reported a week after it.")
 
     @classmethod
     def handbook(cls) -> "SimulatorSource":
@@ -58,6 +64,7 @@ class SimulatorSource(TransactionSource):
             drift_start=None,
             stolen_cards_per_day=config.n_stolen_cards,
             tested_cards_per_day=config.n_tested_cards,
+            delayed_labels=False,
         )
 
     def simulator_config(self) -> SimulatorConfig:
@@ -74,8 +81,15 @@ class SimulatorSource(TransactionSource):
 
     def read_days(self, first: dt.date, last: dt.date) -> pl.DataFrame:
         simulator = Simulator(self.simulator_config())
+
+        def delivered(day: dt.date) -> pl.DataFrame:
+            rows = simulator.day(day)
+            if self.delayed_labels:
+                return simulated_reports(rows, self.seed)
+            return rows.with_columns(label_reported_at=pl.lit(None, dtype=pl.Datetime("us")))
+
         frames = [
-            simulator.day(day).with_columns(
+            delivered(day).with_columns(
                 partition_date=pl.lit(day),
                 source=pl.lit("simulator"),
                 parse_errors=pl.lit(None, dtype=pl.Utf8),
@@ -108,6 +122,15 @@ class LandingSource(TransactionSource):
 
     def commit(self, delivery: Delivery):
         return self.folder().commit(delivery)
+
+    def read_label_delivery(
+        self, first: dt.date, last: dt.date, take: Sequence[tuple[str, str, dt.date]]
+    ) -> Delivery:
+        """The label reports of ``labels/_accepted/<day>/`` and the label files in ``take``."""
+        return self.folder().labels().read_delivery(_days(first, last), take)
+
+    def commit_labels(self, delivery: Delivery):
+        return self.folder().labels().commit(delivery)
 
 
 @dg.resource(

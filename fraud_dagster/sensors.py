@@ -14,7 +14,7 @@ from pydantic import Field
 
 from fraud_dagster import settings
 from fraud_dagster.alerts import AlertSink
-from fraud_dagster.assets.model import FraudModelConfig
+from fraud_dagster.assets.model import FraudModelConfig, newest_labelled_day, plan_of
 from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.core.landing import Decision
 from fraud_dagster.jobs import ingest_job, retrain_job
@@ -52,6 +52,11 @@ def _run_finished(instance: dg.DagsterInstance, run_key: str) -> bool:
     return bool(runs) and runs[0].status in _FINISHED
 
 
+def _range_days(first: str, last: str) -> list[str]:
+    start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+    return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+
+
 def _digest(parts: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
 
@@ -79,14 +84,18 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
     folder = transaction_source.folder()
     state = json.loads(context.cursor) if context.cursor else {}
     requested: dict[str, dict] = state.get("requested", {}) if state.get("v") == LANDING_STATE_VERSION else {}
+    labels_folder = folder.labels()
     entries = {e.name: e for e in folder.entries()}
+    label_entries = {f"{folder.LABELS}/{e.name}": e for e in labels_folder.entries()}
     requested = {
         name: r for name, r in requested.items()
-        if name in entries and entries[name].signature == r["sig"]
+        if (name in entries and entries[name].signature == r["sig"])
+        or (name in label_entries and label_entries[name].signature == r["sig"])
     }
     busy = {
-        r["day"] for r in requested.values()
+        day for r in requested.values()
         if r.get("day") and not _run_finished(context.instance, r["run_key"])
+        for day in _range_days(r["day"], r.get("last") or r["day"])
     }
     first, last = _partition_range()
     now = time.time()
@@ -107,6 +116,22 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
         else:
             decisions.append(decision)
     decisions = folder.without_repeats(decisions)
+    label_decisions = []
+    for key, entry in label_entries.items():
+        if key in requested:
+            continue
+        try:
+            decision = labels_folder.decide(entry, now, transaction_source.settle_seconds, first,
+                                            last, seen_unchanged=seen_before.get(key) == entry.signature)
+        except Exception as exc:  # one entry never stops the others
+            decision = Decision(entry.name, entry.signature, "reject",
+                                reason=f"could not be judged: {type(exc).__name__}: {exc}"[:500])
+        if decision is None:
+            settling.append(key)
+            seen[key] = entry.signature
+        else:
+            label_decisions.append(decision)
+    label_decisions = labels_folder.without_repeats(label_decisions)
     takes = [d for d in decisions if d.action == "take"]
     waiting = [d for d in takes if d.day.isoformat() in busy]
     takes = [d for d in takes if d.day.isoformat() not in busy]
@@ -134,20 +159,52 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
             requested[d.name] = {"sig": d.signature, "run_key": run_key, "day": d.day.isoformat()}
             if d.ignored_columns:
                 context.log.info(f"{d.name}: ignored columns {', '.join(d.ignored_columns)}")
+    # Label files: one ingest_job run from the first day they report on to the newest day
+    # ingested, so that each day's features see the new reports (a day's state counts every
+    # report made by its end). A label file waits until its day's transactions are ingested.
+    ingested = sorted(context.instance.get_materialized_partitions(VALIDATED))
+    label_takes = [d for d in label_decisions if d.action == "take"]
+    label_waiting = [d for d in label_takes
+                     if d.day.isoformat() not in ingested or d.day.isoformat() in busy]
+    label_takes = [d for d in label_takes if d not in label_waiting]
+    if label_takes:
+        start, end = min(d.day for d in label_takes), dt.date.fromisoformat(ingested[-1])
+        if any(day in busy for day in _range_days(start.isoformat(), end.isoformat())):
+            label_waiting += label_takes
+        else:
+            batch = sorted(label_takes, key=lambda d: d.name)
+            run_key = f"labels-{start}-{end}-{_digest([f'{d.key}:{d.signature}' for d in batch])}"
+            run_requests.append(dg.RunRequest(
+                run_key=run_key,
+                job_name=ingest_job.name,
+                run_config={"ops": {"fraud_labels": {"config": {"label_files": [
+                    {"name": d.name, "sha256": d.sha256, "day": d.day.isoformat()} for d in batch
+                ]}}}},
+                tags={**partition_range_tags(start, end), "fraud/trigger": "landing_labels",
+                      "fraud/landing_files": ", ".join(d.name for d in batch)[:200]},
+            ))
+            for d in batch:
+                requested[f"{folder.LABELS}/{d.name}"] = {
+                    "sig": d.signature, "run_key": run_key, "day": start.isoformat(),
+                    "last": end.isoformat()}
+    label_others = [d for d in label_decisions if d.action != "take"]
+    others += label_others
     if others:
         run_key = f"landing-rejects-{_digest([f'{d.key}:{d.signature}' for d in others])}"
         run_requests.append(dg.RunRequest(
             run_key=run_key,
             job_name=landing_rejections_job.name,
             run_config={"ops": {"reject_landing_files": {"config": {"files": [
-                {"name": d.name, "signature": d.signature, "reason": d.reason, "action": d.action}
+                {"name": d.name, "signature": d.signature, "reason": d.reason, "action": d.action,
+                 "folder": folder.LABELS if d in label_others else ""}
                 for d in others
             ]}}}},
             tags={"fraud/trigger": "landing",
                   "fraud/landing_files": ", ".join(d.name for d in others)[:200]},
         ))
         for d in others:
-            requested[d.name] = {"sig": d.signature, "run_key": run_key, "day": None}
+            key = f"{folder.LABELS}/{d.name}" if d in label_others else d.name
+            requested[key] = {"sig": d.signature, "run_key": run_key, "day": None}
             context.log.warning(f"{d.action}: {d.name}: {d.reason}")
 
     cursor = json.dumps({"v": LANDING_STATE_VERSION, "requested": requested, "seen": seen},
@@ -157,6 +214,9 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
     notes = []
     if waiting:
         notes.append(f"waiting for the runs in flight on their days: {', '.join(d.name for d in waiting)}")
+    if label_waiting:
+        notes.append("label files waiting for their day's transactions to be ingested (or for a"
+                     f" run in flight): {', '.join(d.name for d in label_waiting)}")
     if settling:
         notes.append("not settled yet (modified too recently to be sure it is complete, or a"
                      f" temporary name): {', '.join(settling)}")
@@ -166,6 +226,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
 
 
 DRIFT_REPORT = dg.AssetKey("drift_report")
+VALIDATED = dg.AssetKey("validated_transactions")
 
 
 def _run_days(run: dg.DagsterRun | None) -> str | None:
@@ -245,8 +306,19 @@ class DriftPolicy(dg.ConfigurableResource):
         " this much below its test average precision (concept drift).")
     cooldown_days: int = Field(
         default=14,
-        description="After a retrain is launched for a day, drifted days up to this many days"
+        description="After a retrain is launched (as of a day), drifted days up to this many days"
         " later do not launch another one (the retrained model needs that long to be judged).")
+    min_post_drift_training_days: int = Field(
+        default=7,
+        description="A retrain for drift seen on day X waits until its training window holds this"
+        " many days from X on with matured labels (the default: the whole 7-day window).")
+
+    def retrain_as_of(self, drift_day: dt.date) -> dt.date:
+        """The first ``as_of`` whose training window ends ``min_post_drift_training_days - 1``
+        days after ``drift_day`` (fraud_model's default windows)."""
+        plan = plan_of(FraudModelConfig(), drift_day, folds=1)
+        return drift_day + (drift_day - plan.training_end) + dt.timedelta(
+            days=self.min_post_drift_training_days - 1)
 
     def reason(self, report: dict) -> str | None:
         reasons = []
@@ -272,24 +344,28 @@ class DriftPolicy(dg.ConfigurableResource):
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
     description="Launches retrain_job when a new drift_report day passes the DriftPolicy"
-    " thresholds: one run per trigger, then a cooldown.",
+    " thresholds, once the post-drift labels have matured (deferred until then): one run per"
+    " trigger, then a cooldown.",
 )
 def drift_sensor(
     context: dg.SensorEvaluationContext, drift_policy: DriftPolicy, daily_tables: DailyTables,
     alerts: AlertSink,
 ):
     """Reads every drift_report materialisation since its cursor (an ``@asset_sensor`` would see
-    only the newest per tick, and a backfill makes many at once), in order."""
+    only the newest per tick, and a backfill makes many at once), in order.
+
+    Labels arrive late: a retrain for drift seen on day X is *deferred* (kept in the cursor, the
+    tick says until when) until fraud_labels reaches ``retrain_as_of(X)``, so that the training
+    window holds matured post-drift labels; it is then launched once, as of the newest labelled
+    day. Drift seen while a retrain is deferred, or in the cooldown after one, launches nothing."""
     state = json.loads(context.cursor) if context.cursor else {}
     result = context.instance.fetch_materializations(
         DRIFT_REPORT, limit=500, cursor=state.get("events"), ascending=True
     )
-    last_trigger = state.get("last_trigger_day")
+    last_trigger, pending = state.get("last_trigger_day"), state.get("pending")
     days = sorted({record.partition_key for record in result.records if record.partition_key})
-    if not days:
-        return
     reports, missing = daily_tables.read_existing_days(
-        DRIFT_REPORT, [dt.date.fromisoformat(d) for d in days])
+        DRIFT_REPORT, [dt.date.fromisoformat(d) for d in days]) if days else (None, [])
     if missing:
         # A report file deleted (or moved) after it was materialised: say so once and go on
         # with the others; the cursor moves past it (re-materialise the day to judge it).
@@ -299,27 +375,47 @@ def drift_sensor(
             f" {', '.join(d.isoformat() for d in missing[:10])}",
             days=[d.isoformat() for d in missing],
         )
-    if reports.height == 0:
-        context.update_cursor(json.dumps({"events": result.cursor, "last_trigger_day": last_trigger}))
-        return
-    for report in reports.sort("day").iter_rows(named=True):
+    said = []
+    for report in (reports.sort("day").iter_rows(named=True) if reports is not None and reports.height
+                   else ()):
         reason = drift_policy.reason(report)
         day = report["day"]
         if reason is None:
             continue
-        if last_trigger and day < dt.date.fromisoformat(last_trigger) + dt.timedelta(
+        if pending:
+            said.append(f"{day}: {reason}; a retrain for {pending['day']} is already deferred")
+        elif last_trigger and day < dt.date.fromisoformat(last_trigger) + dt.timedelta(
                 days=drift_policy.cooldown_days):
-            context.log.info(f"{day}: {reason}; in the cooldown after {last_trigger}")
-            continue
-        last_trigger = day.isoformat()
-        # The retrained model's test window ends on the drift day.
-        defaults = FraudModelConfig()
-        training_end = day - dt.timedelta(days=defaults.delay_days + defaults.test_days)
-        yield dg.RunRequest(
-            run_key=f"drift-{day.isoformat()}",
-            run_config={"ops": {"fraud_model": {"config": {
-                "training_end": training_end.isoformat()}}}},
-            tags={"fraud/trigger": "drift_sensor", "fraud/drift_day": day.isoformat(),
-                  "fraud/reason": reason[:250]},
-        )
-    context.update_cursor(json.dumps({"events": result.cursor, "last_trigger_day": last_trigger}))
+            said.append(f"{day}: {reason}; in the cooldown after the retrain as of {last_trigger}")
+        else:
+            pending = {"day": day.isoformat(), "until": drift_policy.retrain_as_of(day).isoformat(),
+                       "reason": reason[:250]}
+    requests = []
+    if pending:
+        try:
+            labelled = newest_labelled_day(context.instance)
+        except dg.Failure:
+            labelled = None
+        if labelled is not None and labelled >= dt.date.fromisoformat(pending["until"]):
+            requests.append(dg.RunRequest(
+                run_key=f"drift-{pending['day']}",
+                run_config={"ops": {"fraud_model": {"config": {"as_of": labelled.isoformat()}}}},
+                tags={"fraud/trigger": "drift_sensor", "fraud/drift_day": pending["day"],
+                      "fraud/deferred_until": pending["until"], "fraud/as_of": labelled.isoformat(),
+                      "fraud/reason": pending["reason"]},
+            ))
+            last_trigger, pending = labelled.isoformat(), None
+        else:
+            said.append(
+                f"drift on {pending['day']} ({pending['reason']}): retrain deferred until"
+                f" fraud_labels reaches {pending['until']}, when the training window holds"
+                f" {drift_policy.min_post_drift_training_days} post-drift days of matured labels"
+                f" (newest labelled day: {labelled or 'none'})")
+    for line in said:
+        context.log.info(line)
+    cursor = json.dumps({"events": result.cursor if days else state.get("events"),
+                         "last_trigger_day": last_trigger, "pending": pending})
+    return dg.SensorResult(
+        run_requests=requests, cursor=cursor,
+        skip_reason=None if requests else dg.SkipReason(
+            "; ".join(said[-3:]) or "no new drift_report day passes the DriftPolicy thresholds"))

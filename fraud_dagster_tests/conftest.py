@@ -66,6 +66,11 @@ def read_partition(assets_dir: Path, asset: str, day: dt.date) -> pl.DataFrame:
     return pl.read_parquet(assets_dir / asset / f"{day.isoformat()}.parquet")
 
 
+def read_days(assets_dir: Path, asset: str, first: dt.date, last: dt.date) -> pl.DataFrame:
+    return pl.concat(read_partition(assets_dir, asset, first + dt.timedelta(days=i))
+                     for i in range((last - first).days + 1))
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A real ``redis-server`` on a free loopback port, nothing persisted; yields its URL.

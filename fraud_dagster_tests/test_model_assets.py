@@ -67,7 +67,16 @@ def test_first_model_is_logged_to_mlflow_registered_and_becomes_champion(pipelin
     assert run.info.status == "FINISHED"  # closed when the Dagster run ended
     assert run.data.tags["dagster_run_id"] == result.run_id
     assert run.data.params["candidate"].startswith("xgboost+")
-    assert run.data.params["training_end"] == "2025-03-01"  # last day - 7 delay - 7 test days
+    # As of the newest labelled day: tests on the week that matured by then (ending 7 days
+    # before it), trains on the week that ends 7 days before the test week starts.
+    assert run.data.params["as_of"] == "2025-03-15"
+    assert run.data.params["training_end"] == "2025-02-22"
+    metadata = {k: v.value for k, v in result.asset_materializations_for_node("fraud_model")[0]
+                .metadata.items()}
+    assert metadata["test_window"] == "2025-03-02..2025-03-08"
+    assert metadata["training_labels_as_of"] == "2025-03-01"
+    assert metadata["training_labels_unknown"] == 0  # every training day has matured
+    assert evaluation_metadata(result)["test_labels_unknown"] == 0
     assert {"validation_average_precision", "threshold", "test_average_precision",
             "test_card_precision_at_100", "test_cost"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
@@ -91,8 +100,8 @@ def test_evaluation_shows_curves_and_a_row_per_test_day(pipeline):
     for picture in ("precision_recall_curve", "roc_curve", "threshold_cost_curve"):
         assert metadata[picture].startswith(f"![{picture}](data:image/png;base64,iVBOR")
     per_day = pl.read_parquet(data_dir / "assets" / "model_evaluation.parquet")
-    assert per_day["day"].to_list() == [dt.date(2025, 3, 9) + dt.timedelta(days=i) for i in range(7)]
-    assert metadata["test_window"] == "2025-03-09..2025-03-15"
+    assert per_day["day"].to_list() == [dt.date(2025, 3, 2) + dt.timedelta(days=i) for i in range(7)]
+    assert metadata["test_window"] == "2025-03-02..2025-03-08"
 
 
 def evaluation_metadata_from_instance(instance) -> dict:

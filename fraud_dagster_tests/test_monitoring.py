@@ -1,5 +1,6 @@
 """The daily loop end to end on simulated data with drift injected from a known day (2025-03-01):
-clean days do not trigger a retrain, drifted days trigger exactly one, the retrain runs by the rule."""
+clean days do not trigger a retrain; drifted days defer one until post-drift labels have matured,
+then launch exactly one, whose training window holds them; the retrain runs by the rule."""
 
 import datetime as dt
 import json
@@ -58,8 +59,18 @@ def evaluate_sensor(instance, data_dir, cursor=None):
                    "daily_tables": DailyTables(base_path=str(data_dir / "assets")),
                    "alerts": AlertSink(alerts_file=str(data_dir / "alerts" / "alerts.jsonl"))},
     )
-    requests = list(drift_sensor(context) or [])
-    return requests, context.cursor
+    result = drift_sensor(context)
+    return list(result.run_requests or []), result.cursor
+
+
+def skip_reason(instance, data_dir, cursor) -> str:
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor,
+        resources={"drift_policy": POLICY,
+                   "daily_tables": DailyTables(base_path=str(data_dir / "assets")),
+                   "alerts": AlertSink(alerts_file=str(data_dir / "alerts" / "alerts.jsonl"))},
+    )
+    return drift_sensor(context).skip_reason.skip_message
 
 
 def test_clean_days_get_drift_reports_and_do_not_trigger(project):
@@ -126,20 +137,40 @@ def test_a_deleted_drift_report_file_is_alerted_and_the_sensor_goes_on(project):
     assert again == []
 
 
-def test_drifted_days_trigger_exactly_one_retrain(project):
+def test_drift_defers_the_retrain_until_post_drift_labels_mature_then_launches_exactly_one(project):
     defs, instance, data_dir = project
     _, cursor = evaluate_sensor(instance, data_dir)
     run_daily(defs, instance, *DRIFTED)
     event = instance.get_latest_materialization_event(dg.AssetKey("drift_report"))
     assert event.asset_materialization.metadata["dataset_drift"] is not None
 
+    # Drift is seen, but no post-drift label has matured: nothing is launched, the tick says why
+    # and until when (the training window 03-01..03-07 has matured labels as of 03-28).
+    until = POLICY.retrain_as_of(DRIFT_START)
+    assert until == dt.date(2025, 3, 28)
+    requests, cursor = evaluate_sensor(instance, data_dir, cursor)
+    assert requests == []
+    pending = json.loads(cursor)["pending"]
+    drift_day = dt.date.fromisoformat(pending["day"])
+    assert DRIFTED[0] <= drift_day <= DRIFTED[1]
+    assert pending["until"] == POLICY.retrain_as_of(drift_day).isoformat()
+    message = skip_reason(instance, data_dir, cursor)
+    assert f"deferred until fraud_labels reaches {pending['until']}" in message
+    assert "columns drifted" in message
+
+    # Up to the day before: still deferred, and the drifted days in between add nothing.
+    until = dt.date.fromisoformat(pending["until"])
+    run_daily(defs, instance, DRIFTED[1] + dt.timedelta(days=1), until - dt.timedelta(days=1))
+    requests, cursor = evaluate_sensor(instance, data_dir, cursor)
+    assert requests == [] and json.loads(cursor)["pending"]["day"] == pending["day"]
+
+    run_daily(defs, instance, until, until)
     requests, cursor = evaluate_sensor(instance, data_dir, cursor)
     [request] = requests
-    day = request.tags["fraud/drift_day"]
-    assert DRIFTED[0] <= dt.date.fromisoformat(day) <= DRIFTED[1]
-    assert request.run_key == f"drift-{day}"
-    assert "columns drifted" in request.tags["fraud/reason"]
-    assert json.loads(cursor)["last_trigger_day"] == day
+    assert request.run_key == f"drift-{pending['day']}"
+    assert request.tags["fraud/deferred_until"] == until.isoformat()
+    assert request.run_config["ops"]["fraud_model"]["config"]["as_of"] == until.isoformat()
+    assert json.loads(cursor)["pending"] is None
     again, _ = evaluate_sensor(instance, data_dir, cursor)
     assert again == []  # evaluated again: nothing new
 
@@ -149,6 +180,13 @@ def test_drifted_days_trigger_exactly_one_retrain(project):
     result = defs.resolve_job_def("retrain_job").execute_in_process(
         instance=instance, run_config=config, tags=request.tags, raise_on_error=False
     )
+    [trained] = result.asset_materializations_for_node("fraud_model")
+    train_first, train_last = trained.metadata["train_window"].value.split("..")
+    # The training window is post-drift, with every label matured (none unknown).
+    assert dt.date.fromisoformat(train_first) >= drift_day
+    assert dt.date.fromisoformat(train_last) == drift_day + dt.timedelta(
+        days=POLICY.min_post_drift_training_days - 1)
+    assert trained.metadata["training_labels_unknown"].value == 0
     [evaluation] = result.asset_materializations_for_node("model_evaluation")
     promoted = evaluation.metadata["promoted"].value
     champion_after = registry.alias_version(client_for(data_dir), "champion")

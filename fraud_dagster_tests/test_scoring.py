@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 import xgboost
 
+from fraud_dagster.core.labels import delivered_reports
 from fraud_dagster.core.features import (
     FEATURE_COLUMNS, batch_features, features_for_day)
 from fraud_dagster.core.schema import REQUIRED_COLUMNS
@@ -34,7 +35,8 @@ def history():
     """Features of ten days, the state at the end of the day before ``DAY`` and ``DAY``'s rows."""
     simulator = Simulator(SimulatorConfig(n_customers=300, n_terminals=600))
     transactions = simulator.days(DAY - dt.timedelta(days=50), DAY)
-    features, states = batch_features(transactions, DAY - dt.timedelta(days=9), DAY)
+    features, states = batch_features(transactions, DAY - dt.timedelta(days=9), DAY,
+                                      labels=delivered_reports(transactions))
     labelled = features.join(transactions.select("transaction_id", "tx_fraud"), on="transaction_id")
     state = states.filter(pl.col("state_date") == DAY - dt.timedelta(days=1))
     day = transactions.filter(pl.col("tx_datetime").dt.date() == DAY)

@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 import redis
 
+from fraud_dagster.core.labels import delivered_reports
 from fraud_dagster.core.features import batch_features, features_for_day
 from fraud_dagster.core.schema import REQUIRED_COLUMNS
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
@@ -23,7 +24,8 @@ def days():
     """Batch features and states of DAY-1..DAY+2, and each day's transactions."""
     simulator = Simulator(SimulatorConfig(n_customers=300, n_terminals=600))
     transactions = simulator.days(DAY - 40 * ONE, DAY + 2 * ONE)
-    features, states = batch_features(transactions, DAY - ONE, DAY + 2 * ONE)
+    features, states = batch_features(transactions, DAY - ONE, DAY + 2 * ONE,
+                                      labels=delivered_reports(transactions))
     on = lambda day: pl.col("tx_datetime").dt.date() == day  # noqa: E731
     return {
         "features": {d: features.filter(on(d)) for d in (DAY, DAY + ONE, DAY + 2 * ONE)},

@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from fraud_dagster.assets.transactions import validated_transactions
+from fraud_dagster.core.labels import simulated_reports
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
 from fraud_dagster.definitions import local_resources, make_definitions
 from fraud_dagster.io_managers import PolarsParquetIOManager
@@ -32,9 +33,10 @@ def test_a_range_of_days_is_one_run_with_one_file_per_asset_and_day(simulator_de
 
 def test_raw_day_is_the_simulator_day(simulator_defs, instance, assets_dir):
     run_ingest(simulator_defs, instance, FIRST, LAST)
-    expected = Simulator(
+    # The simulator's day as delivered: each fraud with the report it will get (core.labels).
+    expected = simulated_reports(Simulator(
         SimulatorConfig(n_customers=500, n_terminals=1_000, drift_start=dt.date(2025, 3, 1))
-    ).day(LAST)
+    ).day(LAST), seed=42)
     raw = read_partition(assets_dir, "raw_transactions", LAST)
     assert raw.drop("partition_date", "source", "parse_errors").equals(expected)
     assert read_partition(assets_dir, "validated_transactions", LAST).equals(expected)

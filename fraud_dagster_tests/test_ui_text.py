@@ -73,9 +73,9 @@ def test_every_launchpad_field_a_user_sets_has_a_description(job):
 def test_fraud_model_config_descriptions_reach_the_launchpad():
     ops = defs.resolve_job_def("retrain_job").run_config_schema.config_type.fields["ops"]
     config = ops.config_type.fields["fraud_model"].config_type.fields["config"].config_type
-    assert set(config.fields) >= {"training_end", "train_days", "delay_days", "test_days",
-                                  "validation_folds", "models", "balancing", "seed"}
-    assert "label" in config.fields["delay_days"].description
+    assert set(config.fields) >= {"as_of", "train_days", "test_days", "validation_folds",
+                                  "models", "balancing", "seed"}
+    assert "labels" in config.fields["as_of"].description
 
 
 def test_the_prediction_log_is_in_the_catalog_as_an_external_asset():

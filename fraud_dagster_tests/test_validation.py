@@ -17,6 +17,7 @@ def raw_day(n: int = 50) -> pl.DataFrame:
             partition_date=pl.lit(DAY),
             source=pl.lit("test"),
             parse_errors=pl.lit(None, dtype=pl.Utf8),
+            label_reported_at=pl.lit(None, dtype=pl.Datetime("us")),
         )
     )
 
@@ -85,6 +86,22 @@ def test_unreadable_values_and_bad_labels_are_quarantined_with_every_reason():
     got = reasons(raw)
     assert got[raw["transaction_id"][1]] == "unreadable value: tx_amount=abc"
     assert got[raw["transaction_id"][2]] == "customer_id is negative; tx_fraud is not 0 or 1"
+
+
+def test_a_delivered_label_reported_before_its_transaction_or_past_the_horizon_is_quarantined():
+    raw = raw_day()
+    t = raw["tx_datetime"]
+    raw = with_value(raw, 1, "label_reported_at", t[1] - dt.timedelta(seconds=1))
+    raw = with_value(raw, 2, "label_reported_at", t[2] + dt.timedelta(days=61))
+    raw = with_value(raw, 3, "label_reported_at", t[3] + dt.timedelta(days=60))  # the horizon: fine
+    raw = with_value(raw, 4, "tx_fraud", None)
+    raw = with_value(raw, 4, "label_reported_at", t[4] + dt.timedelta(days=1))
+    got = reasons(raw)
+    ids = raw["transaction_id"]
+    assert got[ids[1]] == "label_reported_at before tx_datetime"
+    assert got[ids[2]] == "label_reported_at more than 60 days after tx_datetime"
+    assert ids[3] not in got
+    assert got[ids[4]] == "label_reported_at without tx_fraud"
 
 
 def test_raw_rows_equal_validated_plus_quarantined_and_both_fit_their_schemas():

@@ -4,28 +4,17 @@ import datetime as dt
 
 import dagster as dg
 import polars as pl
-from pydantic import Field
 
 from fraud_dagster import settings
-from fraud_dagster.core.features import (
-    DEFAULT_LABEL_DELAY,
-    FEATURE_COLUMNS,
-    FeatureSpec,
-    batch_features,
-)
+from fraud_dagster.assets.labels import FRAUD_LABELS, read_labels
+from fraud_dagster.core.features import FEATURE_COLUMNS, FeatureSpec, batch_features
 from fraud_dagster.core.schema import POLARS_DTYPES as VALIDATED_DTYPES
 from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.partitions import daily_partitions, window_days
 
 VALIDATED = dg.AssetKey("validated_transactions")
 
-HISTORY_DAYS = FeatureSpec(label_delay=DEFAULT_LABEL_DELAY).history_days()
-
-
-class FeaturesConfig(dg.Config):
-    label_delay_days: int = Field(
-        default=DEFAULT_LABEL_DELAY,
-        description="A transaction's label is known this many days after the end of its day.")
+HISTORY_DAYS = FeatureSpec().history_days()
 
 
 @dg.multi_asset(
@@ -48,13 +37,15 @@ class FeaturesConfig(dg.Config):
     # (Dagster's asset backfill targets every downstream day that reads a targeted upstream day),
     # computing features and a feature_state for days that were never ingested.
     ins={"validated_transactions": dg.AssetIn()},
+    # The reports made up to each day: the day's own are read here, the earlier ones (and the
+    # history window's transactions) through DailyTables.
+    deps=[FRAUD_LABELS],
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="features",
 )
 def transaction_features(
     context: dg.AssetExecutionContext,
-    config: FeaturesConfig,
     validated_transactions: pl.DataFrame,
     daily_tables: DailyTables,
 ):
@@ -64,12 +55,6 @@ def transaction_features(
     history days never ingested (a fresh project, a landing folder with gaps) are reported.
     """
     first, last = window_days(context.partition_time_window)
-    spec = FeatureSpec(label_delay=config.label_delay_days)
-    if spec.history_days() > HISTORY_DAYS:
-        raise dg.Failure(
-            f"label_delay_days={config.label_delay_days} needs {spec.history_days()} days of"
-            f" history; this asset reads {HISTORY_DAYS}"
-        )
     window_first = max(first - dt.timedelta(days=HISTORY_DAYS), settings.start_date())
     history_days = [window_first + dt.timedelta(days=i) for i in range((first - window_first).days)]
     history, missing = daily_tables.read_existing_days(VALIDATED, history_days)
@@ -79,12 +64,14 @@ def transaction_features(
     frames = [frame for frame in (history, validated_transactions) if frame.width]
     validated_transactions = pl.concat(frames) if frames else pl.DataFrame(schema=VALIDATED_DTYPES)
     days_present = validated_transactions["tx_datetime"].dt.date().n_unique()
-    features, state = batch_features(validated_transactions, first, last, spec)
+    labels = read_labels(daily_tables, window_first, last)
+    features, state = batch_features(validated_transactions, first, last, labels=labels)
     yield dg.Output(
         features,
         output_name="transaction_features",
         metadata={
             "history_rows_read": validated_transactions.height,
+            "label_reports_read": labels.height,
             "history_days_without_rows": (last - window_first).days + 1 - days_present,
             "features": len(FEATURE_COLUMNS),
         },

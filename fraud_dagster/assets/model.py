@@ -16,8 +16,10 @@ from pydantic import Field
 
 from fraud_dagster import registry
 from fraud_dagster.alerts import AlertSink
+from fraud_dagster.assets.labels import FRAUD_LABELS, read_labels
 from fraud_dagster.core import plots
 from fraud_dagster.core.drift import reference_sample
+from fraud_dagster.core.labels import LABEL_MATURITY_DAYS, known_labels, label_coverage
 from fraud_dagster.core.metrics import ThresholdObjective, evaluation_metrics, per_day_table
 from fraud_dagster.core.reporting import markdown_table
 from fraud_dagster.core.training import (
@@ -34,7 +36,6 @@ from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.jobs import RETRAIN_POOL
 
 FEATURES = dg.AssetKey("transaction_features")
-VALIDATED = dg.AssetKey("validated_transactions")
 _OBJECTIVE = ThresholdObjective()
 REFERENCE_ROWS = 25_000
 """Rows of the training window kept, with their scores, as the drift reference."""
@@ -43,14 +44,14 @@ REFERENCE_ROWS = 25_000
 class FraudModelConfig(dg.Config):
     """The training window and the model search (the launchpad shows each field's description)."""
 
-    training_end: str | None = Field(
+    as_of: str | None = Field(
         default=None,
-        description="Last training day (ISO date, e.g. 2025-06-16). Default: the latest day that"
-        " leaves `delay_days` and a full test window of materialised features after it.")
+        description="The day (ISO date) whose end the model is trained as of: it tests on the"
+        " newest window whose labels have matured by then (ending LABEL_MATURITY_DAYS before it)"
+        " and trains on the window that ends LABEL_MATURITY_DAYS before the test window, with the"
+        " labels known then. Default: the newest day of fraud_labels materialised.")
     train_days: int = Field(default=7, description="Days in the training window (and in each"
                             " validation fold's training part).")
-    delay_days: int = Field(default=7, description="Days between the training and the test window,"
-                            " for labels to arrive.")
     test_days: int = Field(default=7, description="Days in the test window (and in each validation"
                            " fold's validation part).")
     validation_folds: int = Field(default=4, description="Validation folds the candidates are"
@@ -83,20 +84,27 @@ class FraudModelConfig(dg.Config):
         )
 
 
-def _latest_training_end(instance: dg.DagsterInstance, config: FraudModelConfig) -> dt.date:
-    days = instance.get_materialized_partitions(FEATURES)
+def newest_labelled_day(instance: dg.DagsterInstance) -> dt.date:
+    """The newest day whose label reports are materialised: the default ``as_of``."""
+    days = instance.get_materialized_partitions(FRAUD_LABELS)
     if not days:
-        raise dg.Failure("transaction_features has no materialised day yet: run ingest_job first")
-    last = dt.date.fromisoformat(max(days))
-    return last - dt.timedelta(days=config.delay_days + config.test_days)
+        raise dg.Failure("fraud_labels has no materialised day yet: run ingest_job first")
+    return dt.date.fromisoformat(max(days))
 
 
-def labelled_features(daily_tables: DailyTables, window: Window) -> pl.DataFrame:
-    """Features of the window's days joined with their fraud labels."""
-    days = window.days()
-    features = daily_tables.read_days(FEATURES, days)
-    labels = daily_tables.read_days(VALIDATED, days).select("transaction_id", "tx_fraud")
-    return features.join(labels, on="transaction_id", how="inner")
+def plan_of(config: FraudModelConfig, as_of: dt.date, folds: int) -> TrainingPlan:
+    return TrainingPlan.mature_at(as_of, config.train_days, config.test_days, folds,
+                                  LABEL_MATURITY_DAYS)
+
+
+def labelled_features(daily_tables: DailyTables, window: Window, as_of: dt.date
+                      ) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Features of the window's days with ``tx_fraud`` as known at the end of ``as_of``; rows
+    whose label is still unknown are left out and counted (``label_coverage``)."""
+    features = daily_tables.read_days(FEATURES, window.days())
+    labels = known_labels(features, read_labels(daily_tables, window.first, as_of), as_of)
+    return (features.with_columns(tx_fraud=labels).filter(pl.col("tx_fraud").is_not_null()),
+            label_coverage(labels))
 
 
 def _png_markdown(png: bytes, title: str) -> dg.MetadataValue:
@@ -104,7 +112,7 @@ def _png_markdown(png: bytes, title: str) -> dg.MetadataValue:
 
 
 @dg.asset(
-    deps=[FEATURES, VALIDATED],
+    deps=[FEATURES, FRAUD_LABELS],
     io_manager_key="model_io_manager",
     group_name="model",
     kinds={"scikitlearn", "xgboost", "mlflow"},
@@ -117,12 +125,13 @@ def fraud_model(
     mlflow: dg.ResourceParam[MlFlow],
 ) -> dg.Output[TrainedModel]:
     """The best of the candidate classifiers on prequential validation folds, refitted on the
-    training window, with its decision threshold; logged to MLflow, registered as `challenger`."""
-    end = (dt.date.fromisoformat(config.training_end) if config.training_end
-           else _latest_training_end(context.instance, config))
-    plan = TrainingPlan(end, config.train_days, config.delay_days, config.test_days,
-                        config.validation_folds)
-    labelled = labelled_features(daily_tables, plan.labelled_window())
+    training window, with its decision threshold; logged to MLflow, registered as `challenger`.
+    Trained and validated only on the labels known on the eve of its test window."""
+    as_of = (dt.date.fromisoformat(config.as_of) if config.as_of
+             else newest_labelled_day(context.instance))
+    plan = plan_of(config, as_of, config.validation_folds)
+    labelled, coverage = labelled_features(daily_tables, plan.labelled_window(),
+                                           plan.training_labels_as_of())
     candidates = candidate_names(config.models, config.balancing)
     context.log.info(f"model search: {len(candidates)} candidates x {plan.folds} validation folds"
                      f" on {plan.labelled_window()} ({labelled.height} labelled rows)")
@@ -150,8 +159,11 @@ def fraud_model(
             "candidate": trained.candidate,
             "validation_average_precision": trained.validation_average_precision,
             "threshold": trained.threshold,
+            "as_of": str(plan.as_of()),
             "train_window": str(plan.train_window()),
             "test_window": str(plan.test_window()),
+            "training_labels_as_of": str(plan.training_labels_as_of()),
+            **{f"training_labels_{k}": v for k, v in coverage.items()},
             "training_rows": trained.training_rows,
             "training_frauds": trained.training_frauds,
             "model_selection": dg.MetadataValue.md(markdown_table(trained.selection)),
@@ -183,7 +195,7 @@ def _scored(frame: pl.DataFrame, scores) -> pl.DataFrame:
 
 
 @dg.asset(
-    deps=[FEATURES, VALIDATED],
+    deps=[FEATURES, FRAUD_LABELS],
     group_name="model",
     kinds={"mlflow"},
     pool=RETRAIN_POOL,
@@ -207,7 +219,7 @@ def model_evaluation(
     test day."""
     client = mlflow.tracking_client
     window = fraud_model.plan.test_window()
-    test = labelled_features(daily_tables, window)
+    test, coverage = labelled_features(daily_tables, window, fraud_model.plan.as_of())
     if test.height == 0 or test["tx_fraud"].sum() == 0:
         raise dg.Failure(f"the test window {window} has no labelled fraud to evaluate on")
     challenger_version, challenger_run = fraud_model.registered_version, fraud_model.mlflow_run_id
@@ -269,6 +281,8 @@ def model_evaluation(
         metadata={
             **{name: float(value) for name, value in metrics.items()},
             "test_window": str(window),
+            "test_labels_as_of": str(fraud_model.plan.as_of()),
+            **{f"test_labels_{k}": v for k, v in coverage.items()},
             "challenger_version": challenger_version,
             "champion_version": challenger_version if promoted else (champion_version or ""),
             "promoted": promoted,

@@ -1,7 +1,8 @@
 """Daily drift reports against the champion's training reference (a stored sample).
 
 ``drift_report``: a day's batch features and the champion's scores on them, and the champion's
-label-based performance on the day whose labels have just arrived (``label_delay_days`` before),
+label-based performance on the day whose labels have just matured (``LABEL_MATURITY_DAYS`` before,
+with the reports made by the report's day),
 so concept drift is seen and not only data drift. ``served_drift_report``: the transactions the
 BentoML service scored that day (its prediction log, ``prediction_log``) and the scores it gave,
 so drift is measured on real traffic too.
@@ -17,7 +18,8 @@ from pydantic import Field
 
 from fraud_dagster import registry
 from fraud_dagster.core.drift import DRIFT_COLUMNS, SCORE_COLUMN, drift_summary
-from fraud_dagster.core.features import DEFAULT_LABEL_DELAY
+from fraud_dagster.assets.labels import read_labels
+from fraud_dagster.core.labels import LABEL_MATURITY_DAYS, known_labels
 from fraud_dagster.core.metrics import average_precision
 from fraud_dagster.core.reporting import markdown_table
 from fraud_dagster.io_managers import DailyTables
@@ -25,7 +27,7 @@ from fraud_dagster.partitions import daily_partitions, window_days
 from fraud_dagster.serving.prediction_log import read_day
 
 FEATURES = dg.AssetKey("transaction_features")
-VALIDATED = dg.AssetKey("validated_transactions")
+FRAUD_LABELS = dg.AssetKey("fraud_labels")
 
 prediction_log = dg.AssetSpec(
     "prediction_log",
@@ -88,20 +90,17 @@ class DriftReportConfig(dg.Config):
     drift_share: float = Field(
         default=0.5,
         description="Evidently's dataset-drift rule: at least this share of the columns drifted.")
-    label_delay_days: int = Field(
-        default=DEFAULT_LABEL_DELAY,
-        description="The champion's labelled performance is measured on the day this many days"
-        " before the reported one (its labels have just arrived).")
 
 
-def _labelled_performance(tables: DailyTables, model, day: dt.date) -> dict:
-    """The champion's average precision and recall at its threshold on ``day``, if stored."""
+def _labelled_performance(tables: DailyTables, model, as_of: dt.date) -> dict:
+    """The champion's average precision and recall at its threshold on the day that matured at
+    the end of ``as_of``, with the labels known then, if that day is stored."""
+    day = as_of - dt.timedelta(days=LABEL_MATURITY_DAYS)
     try:
-        features = tables.read_days(FEATURES, [day])
-        labels = tables.read_days(VALIDATED, [day]).select("transaction_id", "tx_fraud")
+        frame = tables.read_days(FEATURES, [day])
     except FileNotFoundError:
         return {"labelled_day": None, "labelled_average_precision": None, "labelled_recall": None}
-    frame = features.join(labels, on="transaction_id")
+    frame = frame.with_columns(tx_fraud=known_labels(frame, read_labels(tables, day, as_of), as_of))
     scores = model.predict_proba(frame)
     y = frame["tx_fraud"].to_numpy()
     frauds = int(y.sum())
@@ -123,7 +122,7 @@ DAILY_REPORT = {
 }
 
 
-@dg.asset(deps=[VALIDATED], **DAILY_REPORT)
+@dg.asset(deps=[FRAUD_LABELS], **DAILY_REPORT)
 def drift_report(
     context: dg.AssetExecutionContext,
     config: DriftReportConfig,
@@ -156,9 +155,7 @@ def drift_report(
                                 drift_share=config.drift_share)
         rows.append({
             **_drift_row(day, champion, champion_ap, current, summary),
-            **_labelled_performance(
-                daily_tables, champion, day - dt.timedelta(days=config.label_delay_days)
-            ),
+            **_labelled_performance(daily_tables, champion, day),
             "html_report": str(summary.html_path),
         })
         summaries[day] = summary

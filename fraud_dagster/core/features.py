@@ -8,9 +8,11 @@ A transaction at time t on day D of customer c at terminal T is described by
   the w-1 whole days before D and D from midnight up to t (so ``_1d`` is "since midnight");
   ``customer_*_1h`` covers [t - 1 h, t), ``customer_nb_terminals_24h`` [t - 24 h, t);
   ``customer_seconds_since_previous`` is t minus c's latest earlier transaction, at most 30 days;
-- **label-delayed aggregates**: c's frauds known in the 30 days ending ``label_delay`` days
-  before D, and terminal T's counts and fraud rates over 1, 7 and 30 days ending then, since a
-  label is only known that long after its day.
+- **known frauds, as of the end of D-1** (labels are reports, ``core.labels``): c's transactions
+  of the 30 days ending D-1 reported as fraud by the end of D-1; terminal T's counts over 1, 7 and
+  30 days ending ``label_delay`` (``LABEL_MATURITY_DAYS``) days before D-1, and the share of
+  them reported as fraud by the end of D-1: the windows end that far back so that every
+  transaction in them has matured (an unreported one counts as genuine).
 
 Amounts are aggregated in whole cents, as integers, so every sum is exact whatever the order it
 is added in: the batch path and the online path, which add differently, give the same bits.
@@ -35,10 +37,11 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import polars as pl
 
+from fraud_dagster.core.labels import LABEL_DTYPES, LABEL_MATURITY_DAYS
+
 CUSTOMER_WINDOWS = (1, 7, 30)
 TERMINAL_WINDOWS = (1, 7, 30)
 KNOWN_FRAUD_WINDOW = 30
-DEFAULT_LABEL_DELAY = 7
 MAX_SECONDS_SINCE_PREVIOUS = 30 * 86_400
 """``customer_seconds_since_previous`` when the customer has no transaction in the 30 days before."""
 HOUR_US, DAY_US = 3_600 * 10**6, 86_400 * 10**6
@@ -47,7 +50,7 @@ _EPOCH = dt.datetime(1970, 1, 1)
 
 @dataclasses.dataclass(frozen=True)
 class FeatureSpec:
-    label_delay: int = DEFAULT_LABEL_DELAY
+    label_delay: int = LABEL_MATURITY_DAYS
 
     def history_days(self) -> int:
         """How many days up to S the state at the end of S is computed from."""
@@ -112,7 +115,7 @@ def _with_cents(transactions: pl.DataFrame) -> pl.DataFrame:
 
 
 def daily_aggregates(transactions: pl.DataFrame) -> pl.DataFrame:
-    """Per (customer, terminal, day): count, cents and cents squared, known frauds, latest time.
+    """Per (customer, terminal, day): count, cents and cents squared, latest time.
 
     Every state column is a window sum (or the latest time) over days of these.
     """
@@ -123,7 +126,6 @@ def daily_aggregates(transactions: pl.DataFrame) -> pl.DataFrame:
             pl.len().cast(pl.Int64).alias("n"),
             pl.col("tx_cents").sum().alias("cents"),
             (pl.col("tx_cents") * pl.col("tx_cents")).sum().alias("cents_sq"),
-            pl.col("tx_fraud").fill_null(0).cast(pl.Int64).sum().alias("frauds"),
             pl.col("tx_datetime").max().alias("last_tx"),
         )
         .collect()
@@ -131,59 +133,87 @@ def daily_aggregates(transactions: pl.DataFrame) -> pl.DataFrame:
 
 
 def _windows(spec: FeatureSpec) -> dict[str, dict[str, tuple[str, int, int]]]:
-    """Each state column as (daily sum, days, days before the state's day the window ends)."""
+    """Each state column as (daily sum, days, days before the state's day the window ends).
+    ``frauds`` counts the window's transactions reported as fraud by the end of the state's day."""
     customer = {f"c_{s}_{d}d": (s, d, 0) for d in _PRIOR_DAYS for s in ("n", "cents", "cents_sq")}
-    customer["c_frauds_known_30d"] = ("frauds", KNOWN_FRAUD_WINDOW, spec.label_delay)
+    customer["c_frauds_known_30d"] = ("frauds", KNOWN_FRAUD_WINDOW, 0)
     terminal = {f"t_{s}_{w}d": (s, w, spec.label_delay)
                 for w in TERMINAL_WINDOWS for s in ("n", "frauds")}
     return {"customer": customer, "terminal": terminal}
 
 
-def state_as_of(transactions: pl.DataFrame, day: dt.date, spec: FeatureSpec = FeatureSpec()
-                ) -> pl.DataFrame:
+def fraud_reports(labels: pl.DataFrame | None) -> pl.DataFrame:
+    """The fraud reports among accepted ``labels`` (``LABEL_DTYPES``; None: none reported), with
+    their transaction's day and the day they were made."""
+    if labels is None:
+        labels = pl.DataFrame(schema=LABEL_DTYPES)
+    return labels.filter(pl.col("tx_fraud") == 1).select(
+        "customer_id", "terminal_id", tx_day=pl.col("tx_datetime").dt.date(),
+        report_day=pl.col("reported_at").dt.date())
+
+
+def state_as_of(transactions: pl.DataFrame, day: dt.date, spec: FeatureSpec = FeatureSpec(), *,
+                labels: pl.DataFrame | None) -> pl.DataFrame:
     """The feature state at the end of ``day``, written plainly: the definition that the
     vectorised ``feature_states`` is tested against.
 
     A customer or terminal is in it when it has a transaction in the ``history_days`` ending
     ``day``; ``c_last_tx`` is the customer's latest transaction in the 30 days ending ``day``
-    (null if none).
+    (null if none). ``frauds`` windows count the window's transactions with a fraud report in
+    ``labels`` made by the end of ``day``.
     """
     daily = daily_aggregates(transactions)
+    reports = fraud_reports(labels).filter(pl.col("report_day") <= day)
     one = dt.timedelta(days=1)
 
-    def inside(days: int, shift: int) -> pl.Expr:
+    def inside(days: int, shift: int, column: str = "day") -> pl.Expr:
         last = day - shift * one
-        return pl.col("day").is_between(last - (days - 1) * one, last)
+        return pl.col(column).is_between(last - (days - 1) * one, last)
 
     recent = daily.filter(inside(spec.history_days(), 0))
     parts = []
     for entity, windows in _windows(spec).items():
+        key = f"{entity}_id"
         aggs = [pl.col(s).filter(inside(d, shift)).sum().alias(name)
-                for name, (s, d, shift) in windows.items()]
+                for name, (s, d, shift) in windows.items() if s != "frauds"]
         if entity == "customer":
             aggs.append(pl.col("last_tx").filter(inside(MAX_SECONDS_SINCE_PREVIOUS // 86_400, 0))
                         .max().alias("c_last_tx"))
-        parts.append(recent.group_by(f"{entity}_id").agg(aggs).with_columns(entity=pl.lit(entity)))
+        rows = recent.group_by(key).agg(aggs)
+        for name, (s, d, shift) in windows.items():
+            if s == "frauds":
+                known = (reports.filter(inside(d, shift, "tx_day")).group_by(key)
+                         .agg(pl.len().cast(pl.Int64).alias(name)))
+                rows = rows.join(known, on=key, how="left").with_columns(pl.col(name).fill_null(0))
+        parts.append(rows.select(key, *windows, *(["c_last_tx"] if entity == "customer" else []))
+                     .with_columns(entity=pl.lit(entity)))
     events = _with_cents(transactions).filter(pl.col("tx_datetime").dt.date() == day)
     parts.append(events.select(EVENT_COLUMNS).with_columns(entity=pl.lit("transaction")))
     return pl.concat(parts, how="diagonal_relaxed").with_columns(state_date=pl.lit(day))
 
 
-def _entity_states(daily: pl.DataFrame, first: dt.date, last: dt.date, spec: FeatureSpec
-                   ) -> dict[str, pl.DataFrame]:
+def _entity_states(daily: pl.DataFrame, reports: pl.DataFrame, first: dt.date, last: dt.date,
+                   spec: FeatureSpec) -> dict[str, pl.DataFrame]:
     """The customer and terminal rows of the states at the end of ``first``..``last``.
 
     Each entity's daily sums are laid on a dense grid of days (row = day, column = entity), so a
     window is a difference of two rows of running totals and a backfill of months costs about
-    as much as a few single days. Rows come day by day, by id within a day.
+    as much as a few single days. A fraud report (``fraud_reports``) counts in the state of day
+    S from the later of its report day and the day its transaction enters the window, to the day
+    it leaves it: a +1 and a -1 on the grid, summed up the days. Rows come day by day, by id
+    within a day.
     """
     history = spec.history_days()
     grid_first = first - dt.timedelta(days=history)
     n_grid, n_out = (last - grid_first).days + 1, (last - first).days + 1
     ends = np.arange(n_grid - n_out, n_grid)  # the grid rows of first..last
     out_days = pl.date_range(first, last, "1d", eager=True)
-    day_index = daily.select((pl.col("day") - grid_first).dt.total_days()).to_series().to_numpy()
+    def index(frame: pl.DataFrame, column: str) -> np.ndarray:
+        return frame.select((pl.col(column) - grid_first).dt.total_days()).to_series().to_numpy()
+
+    day_index = index(daily, "day")
     inside = (day_index >= 0) & (day_index < n_grid)
+    tx_index, report_index = index(reports, "tx_day"), index(reports, "report_day")
     states = {}
     for entity, windows in _windows(spec).items():
         key = f"{entity}_id"
@@ -200,14 +230,27 @@ def _entity_states(daily: pl.DataFrame, first: dt.date, last: dt.date, spec: Fea
             return np.concatenate([np.zeros((1, n_keys), np.int64), running])
 
         sums = {s: totals(daily.get_column(s).to_numpy())
-                for s in {s for s, _, _ in windows.values()} | {"n"}}
+                for s in {s for s, _, _ in windows.values() if s != "frauds"} | {"n"}}
 
         def window(s: str, days: int, shift: int) -> np.ndarray:
             end = ends - shift
             return (sums[s][end + 1] - sums[s][np.maximum(end + 1 - days, 0)]).ravel()
 
+        report_column = reports.get_column(key).replace_strict(
+            keys, pl.int_range(0, n_keys, eager=True), default=-1, return_dtype=pl.Int64).to_numpy()
+
+        def known(days: int, shift: int) -> np.ndarray:
+            start = np.maximum(report_index, tx_index + shift)
+            stop = tx_index + shift + days
+            counted = (report_column >= 0) & (start < stop) & (stop > 0) & (start < n_grid)
+            delta = np.zeros((n_grid + 1) * n_keys, dtype=np.int64)
+            np.add.at(delta, np.maximum(start[counted], 0) * n_keys + report_column[counted], 1)
+            np.add.at(delta, np.minimum(stop[counted], n_grid) * n_keys + report_column[counted], -1)
+            return delta.reshape(n_grid + 1, n_keys).cumsum(axis=0)[ends].ravel()
+
         columns = {key: np.tile(keys.to_numpy(), n_out)}
-        columns |= {name: window(s, d, shift) for name, (s, d, shift) in windows.items()}
+        columns |= {name: known(d, shift) if s == "frauds" else window(s, d, shift)
+                    for name, (s, d, shift) in windows.items()}
         frame = pl.DataFrame(columns).with_columns(
             state_date=out_days.gather(pl.int_range(0, n_keys * n_out, eager=True) // n_keys))
         if entity == "customer":
@@ -225,12 +268,13 @@ def _entity_states(daily: pl.DataFrame, first: dt.date, last: dt.date, spec: Fea
 
 
 def feature_states(transactions: pl.DataFrame, first: dt.date, last: dt.date,
-                   spec: FeatureSpec = FeatureSpec()) -> pl.DataFrame:
+                   spec: FeatureSpec = FeatureSpec(), *, labels: pl.DataFrame | None
+                   ) -> pl.DataFrame:
     """The feature state at the end of each day ``first``..``last`` (``transactions`` must hold
-    the ``history_days`` before ``first`` too), in ``state_date`` order; within a day the
-    customers by id, the terminals by id, then the day's transactions, so that each day is one
-    contiguous block of rows."""
-    parts = _entity_states(daily_aggregates(transactions), first, last, spec)
+    the ``history_days`` before ``first`` too, ``labels`` the reports made up to ``last``), in
+    ``state_date`` order; within a day the customers by id, the terminals by id, then the day's
+    transactions, so that each day is one contiguous block of rows."""
+    parts = _entity_states(daily_aggregates(transactions), fraud_reports(labels), first, last, spec)
     day = pl.col("tx_datetime").dt.date()
     parts["transaction"] = (_with_cents(transactions).filter(day.is_between(first, last))
                             .select(EVENT_COLUMNS, state_date=day))
@@ -394,17 +438,20 @@ def features_for_day(transactions: pl.DataFrame, state: pl.DataFrame,
 
 
 def batch_features(
-    history: pl.DataFrame, first: dt.date, last: dt.date, spec: FeatureSpec = FeatureSpec()
+    history: pl.DataFrame, first: dt.date, last: dt.date, spec: FeatureSpec = FeatureSpec(), *,
+    labels: pl.DataFrame | None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Features for every transaction of days ``first``..``last`` and the state at the end of each.
 
-    ``history`` holds validated transactions from ``first - spec.history_days()`` to ``last``;
+    ``history`` holds validated transactions from ``first - spec.history_days()`` to ``last``,
+    ``labels`` the accepted reports (``fraud_labels`` rows) made up to ``last`` (None: no report
+    at all, so every known-fraud count is 0: say so explicitly);
     each day's features are ``features_for_day`` with the state of the day before and the day's
     own transactions, computed for all days at once. Rows come day by day, in their order in
     ``history`` within a day; states in ``state_date`` order.
     """
     one = dt.timedelta(days=1)
-    states = feature_states(history, first - one, last, spec)
+    states = feature_states(history, first - one, last, spec, labels=labels)
     day = pl.col("tx_datetime").dt.date()
     transactions = history.filter(day.is_between(first, last))
     if not transactions.get_column("tx_datetime").dt.date().is_sorted():

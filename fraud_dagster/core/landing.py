@@ -28,13 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
-from fraud_dagster.core.schema import (
-    LABEL_COLUMNS,
-    POLARS_DTYPES,
-    RAW_DTYPES,
-    REQUIRED_COLUMNS,
-    TRANSACTION_COLUMNS,
-)
+from fraud_dagster.core.schema import POLARS_DTYPES, RAW_DTYPES, REQUIRED_COLUMNS
 
 LANDING_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 TEMPORARY_SUFFIXES = (".tmp", ".part")
@@ -65,9 +59,31 @@ class LandingFileError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class Layout:
+    """What a kind of landing file holds: its columns and their types, which are required, and
+    the column whose dates say the file's day when its name has none."""
+
+    dtypes: dict[str, pl.DataType]
+    required: tuple[str, ...]
+    dated_by: str
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(self.dtypes)
+
+
+TRANSACTIONS = Layout(POLARS_DTYPES, REQUIRED_COLUMNS, "tx_datetime")
+LABEL_FILE_DTYPES: dict[str, pl.DataType] = {
+    "transaction_id": pl.Int64(), "tx_fraud": pl.Int8(), "reported_at": pl.Datetime("us")}
+LABELS = Layout(LABEL_FILE_DTYPES, tuple(LABEL_FILE_DTYPES), "reported_at")
+"""A label file (``<landing>/labels/``): one row per report, the day it was made."""
+
+
+@dataclasses.dataclass(frozen=True)
 class LandingFile:
     day: dt.date
     transactions: pl.DataFrame
+    """The rows (transactions, or label reports for ``LABELS``)."""
     ignored_columns: tuple[str, ...]
 
 
@@ -143,8 +159,7 @@ def _blank_as_null(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     return pl.when(text != "").then(text)
 
 
-def _parse(name: str, dtype: pl.DataType) -> pl.Expr:
-    target = POLARS_DTYPES[name]
+def _parse(name: str, dtype: pl.DataType, target: pl.DataType) -> pl.Expr:
     column = pl.col(name)
     if target == pl.Float64:
         return _parse_float(column, dtype)
@@ -161,33 +176,35 @@ def _readable_dtype(dtype: pl.DataType) -> bool:
     )
 
 
-def normalise_columns(frame: pl.DataFrame) -> tuple[pl.DataFrame, tuple[str, ...]]:
+def normalise_columns(frame: pl.DataFrame, layout: Layout = TRANSACTIONS
+                      ) -> tuple[pl.DataFrame, tuple[str, ...]]:
     """Typed canonical columns plus ``parse_errors``; returns the ignored column names too."""
     by_lower: dict[str, str] = {}
     for original in frame.columns:
         by_lower.setdefault(original.lstrip("\ufeff").strip().lower(), original)
-    missing = [name for name in REQUIRED_COLUMNS if name not in by_lower]
+    missing = [name for name in layout.required if name not in by_lower]
     if missing:
         raise LandingFileError(
             f"missing required column(s) {', '.join(missing)}; found {', '.join(frame.columns)}"
         )
-    known = {by_lower[name]: name for name in TRANSACTION_COLUMNS if name in by_lower}
+    known = {by_lower[name]: name for name in layout.columns if name in by_lower}
     for src, dst in known.items():
         if not _readable_dtype(frame.schema[src]):
             raise LandingFileError(f"column {dst} holds {frame.schema[src]} values, not single values")
     ignored = tuple(c for c in frame.columns if c not in known)
     frame = frame.select(_blank_as_null(pl.col(src), frame.schema[src]).alias(dst) for src, dst in known.items())
     frame = frame.with_columns(
-        pl.lit(None, dtype=POLARS_DTYPES[name]).alias(name)
-        for name in LABEL_COLUMNS
+        pl.lit(None, dtype=layout.dtypes[name]).alias(name)
+        for name in layout.columns
         if name not in frame.columns
     )
-    parsed = frame.select(_parse(name, frame.schema[name]).alias(name) for name in TRANSACTION_COLUMNS)
+    parsed = frame.select(_parse(name, frame.schema[name], layout.dtypes[name]).alias(name)
+                          for name in layout.columns)
     errors = [
         pl.when(frame[name].is_not_null() & parsed[name].is_null()).then(
             pl.lit(f"{name}=") + pl.lit(frame[name].cast(pl.Utf8))
         )
-        for name in TRANSACTION_COLUMNS
+        for name in layout.columns
     ]
     parse_errors = frame.select(
         pl.concat_str(errors, separator="; ", ignore_nulls=True).alias("parse_errors")
@@ -195,29 +212,30 @@ def normalise_columns(frame: pl.DataFrame) -> tuple[pl.DataFrame, tuple[str, ...
     return parsed.with_columns(parse_errors), ignored
 
 
-def day_of_file(name: str, transactions: pl.DataFrame) -> dt.date:
-    """The day a file holds: a YYYY-MM-DD in its name, else the most common date in its rows."""
+def day_of_file(name: str, transactions: pl.DataFrame, column: str = "tx_datetime") -> dt.date:
+    """The day a file holds: a YYYY-MM-DD in its name, else the most common date of ``column``
+    in its rows."""
     match = _DATE_IN_NAME.search(name)
     if match:
         try:
             return dt.date.fromisoformat(match.group(1))
         except ValueError as exc:
             raise LandingFileError(f"{match.group(1)} in the file name is not a date") from exc
-    dates = transactions["tx_datetime"].dt.date().drop_nulls()
+    dates = transactions[column].dt.date().drop_nulls()
     if dates.is_empty():
-        raise LandingFileError("no date in the file name and no readable tx_datetime in the rows")
+        raise LandingFileError(f"no date in the file name and no readable {column} in the rows")
     return dates.mode().sort()[0]
 
 
-def parse_landing_bytes(name: str, data: bytes) -> LandingFile:
+def parse_landing_bytes(name: str, data: bytes, layout: Layout = TRANSACTIONS) -> LandingFile:
     """Read, normalise and date one landing file's bytes, or raise ``LandingFileError``: any
     exception becomes one, with its message as the reason."""
     try:
         frame = _read_any(name, data)
         if frame.height == 0:
             raise LandingFileError("the file has a header but no rows")
-        transactions, ignored = normalise_columns(frame)
-        return LandingFile(day_of_file(name, transactions), transactions, ignored)
+        rows, ignored = normalise_columns(frame, layout)
+        return LandingFile(day_of_file(name, rows, layout.dated_by), rows, ignored)
     except LandingFileError:
         raise
     except Exception as exc:
@@ -236,14 +254,14 @@ def read_bytes_no_follow(path: Path) -> bytes:
         os.close(fd)
 
 
-def read_landing_file(path: Path) -> LandingFile:
+def read_landing_file(path: Path, layout: Layout = TRANSACTIONS) -> LandingFile:
     """Read, normalise and date one landing file, or raise ``LandingFileError``."""
     path = Path(path)
     try:
         data = read_bytes_no_follow(path)
     except OSError as exc:
         raise LandingFileError(f"cannot open the file: {exc.strerror or exc}") from exc
-    return parse_landing_bytes(path.name, data)
+    return parse_landing_bytes(path.name, data, layout)
 
 
 def sha256(data: bytes) -> str:
@@ -339,9 +357,19 @@ class LandingFolder:
     ACCEPTED = "_accepted"
     REJECTED = "_rejected"
     REPLACED = "_replaced"
+    LABELS = "labels"
+    """The subfolder label files land in, with the same layout (``labels()``)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, layout: Layout = TRANSACTIONS):
         self.root = Path(root)
+        self.layout = layout
+        self.schema = ({**RAW_DTYPES} if layout is TRANSACTIONS else
+                       {**layout.dtypes, "partition_date": pl.Date(), "source": pl.Utf8(),
+                        "parse_errors": pl.Utf8()})
+
+    def labels(self) -> "LandingFolder":
+        """The label files' folder: ``<root>/labels/``, its own ``_accepted/`` and ``_rejected/``."""
+        return LandingFolder(self.root / self.LABELS, LABELS)
 
     # The top level, as it is now.
 
@@ -350,7 +378,9 @@ class LandingFolder:
             return []
         found = []
         for path in sorted(self.root.iterdir()):
-            if path.name in (self.ACCEPTED, self.REJECTED):
+            if path.name in (self.ACCEPTED, self.REJECTED) or (
+                    self.layout is TRANSACTIONS and path.name == self.LABELS and path.is_dir()
+                    and not path.is_symlink()):
                 continue
             try:
                 found.append(Entry.of(path))
@@ -411,7 +441,7 @@ class LandingFolder:
             return reject(f"cannot open the file: {getattr(exc, 'strerror', None) or exc}")
         digest = sha256(data)
         try:
-            landed = parse_landing_bytes(entry.name, data)
+            landed = parse_landing_bytes(entry.name, data, self.layout)
         except LandingFileError as exc:
             return reject(str(exc), sha256=digest)
         if landed.day < first or last is None or landed.day > last:
@@ -471,20 +501,20 @@ class LandingFolder:
             if why is not None:
                 skipped.append((name, why))
                 continue
-            landed = parse_landing_bytes(name, data)
+            landed = parse_landing_bytes(name, data, self.layout)
             taking.setdefault(day, []).append(
                 (Taken(name, digest, day, entry.signature, landed.transactions.height),
                  landed.transactions))
-        frames = [pl.DataFrame(schema=RAW_DTYPES)]
+        frames = [pl.DataFrame(schema=self.schema)]
         for day in days:
             new = taking.get(day, [])
             replaced = {t.name for t, _ in new}
-            parts = [(p.name, read_landing_file(p).transactions)
+            parts = [(p.name, read_landing_file(p, self.layout).transactions)
                      for p in self.accepted(day) if p.name not in replaced]
             parts += [(t.name, tx) for t, tx in new]
             for name, tx in parts:
                 frames.append(tx.with_columns(partition_date=pl.lit(day), source=pl.lit(name))
-                              .select(list(RAW_DTYPES)))
+                              .select(list(self.schema)))
         return Delivery(pl.concat(frames), tuple(t for ts in taking.values() for t, _ in ts),
                         tuple(skipped))
 

@@ -20,13 +20,16 @@ TRANSACTION_COLUMNS = (
     "tx_amount",
     "tx_fraud",
     "tx_fraud_scenario",
+    "label_reported_at",
 )
 REQUIRED_COLUMNS = ("transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount")
 MAX_AMOUNT = 1_000_000.0
 """The largest amount a transaction may carry, in validation and in the API alike; the smallest
 is 0 (a card verification). Past it, XGBoost's float32 inputs would overflow near 3.4e38, and
 squared cents would overflow the features' int64 sums long before."""
-LABEL_COLUMNS = ("tx_fraud", "tx_fraud_scenario")
+LABEL_COLUMNS = ("tx_fraud", "tx_fraud_scenario", "label_reported_at")
+"""Optional: a delivery's labels. Only ``fraud_labels`` reads them, as reports made at
+``label_reported_at`` (see ``core.labels``); ``tx_fraud_scenario`` is the simulator's truth."""
 
 POLARS_DTYPES: dict[str, pl.DataType] = {
     "transaction_id": pl.Int64(),
@@ -36,6 +39,7 @@ POLARS_DTYPES: dict[str, pl.DataType] = {
     "tx_amount": pl.Float64(),
     "tx_fraud": pl.Int8(),
     "tx_fraud_scenario": pl.Int8(),
+    "label_reported_at": pl.Datetime("us"),
 }
 REQUEST_DTYPES = {name: POLARS_DTYPES[name] for name in REQUIRED_COLUMNS}
 """A transaction as it is scored: the required fields, no labels."""
@@ -57,6 +61,7 @@ class RawTransaction(pa.DataFrameModel):
     tx_amount: pl.Float64 = pa.Field(nullable=True)
     tx_fraud: pl.Int8 = pa.Field(nullable=True)
     tx_fraud_scenario: pl.Int8 = pa.Field(nullable=True)
+    label_reported_at: pl.Datetime = pa.Field(nullable=True)
     partition_date: pl.Date = pa.Field(description="The day this row was delivered for.")
     source: pl.Utf8 = pa.Field(description="'simulator' or the landing file the row came from.")
     parse_errors: pl.Utf8 = pa.Field(
@@ -77,8 +82,12 @@ class ValidatedTransaction(pa.DataFrameModel):
     customer_id: pl.Int64 = pa.Field(ge=0)
     terminal_id: pl.Int64 = pa.Field(ge=0)
     tx_amount: pl.Float64 = pa.Field(ge=0, le=MAX_AMOUNT, description="From 0 to MAX_AMOUNT.")
-    tx_fraud: pl.Int8 = pa.Field(isin=[0, 1], nullable=True, description="Null while unlabelled.")
+    tx_fraud: pl.Int8 = pa.Field(isin=[0, 1], nullable=True,
+                                 description="The delivery's label, if any: read only by fraud_labels.")
     tx_fraud_scenario: pl.Int8 = pa.Field(ge=0, nullable=True)
+    label_reported_at: pl.Datetime = pa.Field(
+        nullable=True, description="When tx_fraud was reported (null: LABEL_REPORT_DELAY_DAYS after"
+        " the transaction).")
 
     @pa.check("tx_amount", name="finite")
     @classmethod

@@ -26,6 +26,7 @@ from sklearn.preprocessing import StandardScaler
 from xgboost import XGBClassifier
 
 from fraud_dagster.core.features import FEATURE_COLUMNS, feature_matrix
+from fraud_dagster.core.labels import LABEL_MATURITY_DAYS
 from fraud_dagster.core.metrics import ThresholdObjective, average_precision, choose_threshold
 
 MODELS = ("logistic_regression", "random_forest", "xgboost")
@@ -57,7 +58,7 @@ class TrainingPlan:
 
     training_end: dt.date
     train_days: int = 7
-    delay_days: int = 7
+    delay_days: int = LABEL_MATURITY_DAYS
     test_days: int = 7
     folds: int = 4
 
@@ -74,6 +75,24 @@ class TrainingPlan:
     def _evaluated_after(self, end: dt.date) -> Window:
         first = end + dt.timedelta(days=self.delay_days + 1)
         return Window(first, first + dt.timedelta(days=self.test_days - 1))
+
+    @classmethod
+    def mature_at(cls, as_of: dt.date, train_days: int = 7, test_days: int = 7, folds: int = 4,
+                  maturity_days: int = LABEL_MATURITY_DAYS) -> "TrainingPlan":
+        """The newest plan whose test labels have all matured by the end of ``as_of``: the test
+        window ends ``maturity_days`` before it, the training window ``maturity_days`` before
+        the test window starts (what was known when the test period began)."""
+        end = as_of - dt.timedelta(days=2 * maturity_days + test_days)
+        return cls(end, train_days, maturity_days, test_days, folds)
+
+    def training_labels_as_of(self) -> dt.date:
+        """The day whose end the training and validation labels are known as of: the eve of
+        the test window, as if the model were trained then."""
+        return self.training_end + dt.timedelta(days=self.delay_days)
+
+    def as_of(self) -> dt.date:
+        """The day whose end the test labels are known as of: the test window has matured."""
+        return self.test_window().last + dt.timedelta(days=self.delay_days)
 
     def train_window(self) -> Window:
         return self._train_ending(self.training_end)

@@ -9,6 +9,7 @@ import dataclasses
 
 import polars as pl
 
+from fraud_dagster.core.labels import MAX_LABEL_DELAY_DAYS
 from fraud_dagster.core.schema import MAX_AMOUNT, REQUIRED_COLUMNS, TRANSACTION_COLUMNS
 
 REASON = "quarantine_reason"
@@ -40,6 +41,13 @@ def _row_rules() -> list[pl.Expr]:
         pl.when(pl.col("terminal_id") < 0).then(pl.lit("terminal_id is negative")),
         pl.when(~pl.col("tx_fraud").is_in([0, 1])).then(pl.lit("tx_fraud is not 0 or 1")),
         pl.when(pl.col("tx_fraud_scenario") < 0).then(pl.lit("tx_fraud_scenario is negative")),
+        pl.when(pl.col("label_reported_at").is_not_null() & pl.col("tx_fraud").is_null()).then(
+            pl.lit("label_reported_at without tx_fraud")),
+        pl.when(pl.col("label_reported_at") < pl.col("tx_datetime")).then(
+            pl.lit("label_reported_at before tx_datetime")),
+        pl.when(pl.col("label_reported_at") - pl.col("tx_datetime")
+                > pl.duration(days=MAX_LABEL_DELAY_DAYS)).then(
+            pl.lit(f"label_reported_at more than {MAX_LABEL_DELAY_DAYS} days after tx_datetime")),
         pl.when(pl.col("tx_datetime").dt.date() != pl.col("partition_date")).then(
             pl.lit("tx_datetime outside ") + pl.col("partition_date").cast(pl.Utf8)
         ),
