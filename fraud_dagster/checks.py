@@ -8,6 +8,7 @@ Being blocking, a failure stops `transaction_features` in the same run.
 import dagster as dg
 import polars as pl
 from pandera.errors import SchemaErrors
+from pydantic import Field
 
 from fraud_dagster.core.reporting import markdown_table
 from fraud_dagster.core.schema import ValidatedTransaction
@@ -19,8 +20,8 @@ STORED_DAYS = dict(asset=VALIDATED, blocking=True, partitions_def=daily_partitio
 
 
 class QuarantineRateConfig(dg.Config):
-    max_quarantine_rate: float = 0.05
-    """A day with a larger share of quarantined rows fails the check."""
+    max_quarantine_rate: float = Field(
+        default=0.05, description="A day with a larger share of quarantined rows fails the check.")
 
 
 @dg.asset_check(**STORED_DAYS, description="Stored rows satisfy the ValidatedTransaction schema.")

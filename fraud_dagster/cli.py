@@ -68,6 +68,11 @@ def run_pipeline(start: dt.date, end: dt.date, train: bool, as_of: str | None) -
             raise_on_error=False,
         )
         print(f"retrain_job: {'succeeded' if retrain.success else 'FAILED'} (run {retrain.run_id})")
+        for materialization in retrain.asset_materializations_for_node("fraud_model"):
+            metadata = {k: v.value for k, v in materialization.metadata.items()}
+            print(f"fraud_model: {metadata['candidate']} won the model search (mean validation"
+                  f" average precision {metadata['validation_average_precision']:.3f}), trained on"
+                  f" {metadata['train_window']}, registered as v{metadata['registered_version']}")
         for materialization in retrain.asset_materializations_for_node("model_evaluation"):
             metadata = {k: v.value for k, v in materialization.metadata.items()}
             print(f"model_evaluation on {metadata['test_window']}:"

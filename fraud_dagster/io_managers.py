@@ -79,7 +79,7 @@ def in_threads(function: Callable, items: Iterable, threads: int) -> list:
 
 
 class PolarsParquetIOManager(dg.ConfigurableIOManager):
-    """Stores each asset under ``<base_path>/<asset key>/`` as ``<partition>.parquet``."""
+    """Stores each asset under `<base_path>/<asset key>/` as `<partition>.parquet`."""
 
     base_path: str
     threads: int = 4
@@ -140,7 +140,7 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
 
 
 class DailyTables(dg.ConfigurableResource):
-    """Reads stored days of daily assets from the same layout ``PolarsParquetIOManager`` writes.
+    """Reads stored days of daily assets from the same layout `PolarsParquetIOManager` writes.
 
     For days an asset reads that no partition mapping declares: the unpartitioned model's training
     and test windows (named by its config), the history window before a features run's days.
@@ -197,7 +197,7 @@ class DailyTables(dg.ConfigurableResource):
 
 
 class PickleIOManager(dg.ConfigurableIOManager):
-    """Python objects (a trained model) as ``<base_path>/<run id>/<asset key>.pickle``, written
+    """Python objects (a trained model) as `<base_path>/<run id>/<asset key>.pickle`, written
     atomically. Run-scoped: two runs at once never read each other's object. A step of the same
     run reads its own run's file; one that did not make it (the asset materialised alone, a
     re-execution from failure) reads the file of the asset's latest materialisation."""

@@ -11,6 +11,11 @@ ingest_job = dg.define_asset_job(
     " days, in one run.",
 )
 
+RETRAIN_POOL = "retrain"
+"""The concurrency pool of the model group's assets. dagster.yaml counts pools per run (run
+granularity, limit 1): one run holding any of them at a time, retrain_job or a Materialize of
+those assets from the UI (whose runs do not carry RETRAIN_TAGS)."""
+
 RETRAIN_TAGS = {
     # dagster.yaml's tag_concurrency_limits: one retrain at a time (queued runs).
     "fraud/exclusive": "retrain",

@@ -4,23 +4,26 @@ ingest, since the sensor itself changes nothing. Each file is moved to ``_reject
 alerts file; a file that changed since the decision is left for the sensor to decide again."""
 
 import dagster as dg
+from pydantic import Field
 
 from fraud_dagster.alerts import AlertSink
 from fraud_dagster.resources import LandingSource, TransactionSource
 
 
 class LandingRejection(dg.Config):
-    name: str
-    signature: str
-    reason: str
-    action: str = "reject"
-    """``reject`` (move to ``_rejected/``) or ``report`` (leave in place)."""
-    folder: str = ""
-    """``labels`` for a label file (``<landing>/labels/``), else empty: the landing folder."""
+    name: str = Field(description="File name at the top of the landing folder.")
+    signature: str = Field(description="Its lstat signature when the sensor decided (size, mtime,"
+                           " inode): a file changed since is left for the sensor.")
+    reason: str = Field(description="Why it is not ingested (written beside it and alerted).")
+    action: str = Field(default="reject", description="`reject` (move to `_rejected/`) or"
+                        " `report` (leave in place).")
+    folder: str = Field(default="", description="`labels` for a label file (`<landing>/labels/`),"
+                        " else empty: the landing folder.")
 
 
 class LandingRejectionsConfig(dg.Config):
-    files: list[LandingRejection] = []
+    files: list[LandingRejection] = Field(
+        default=[], description="Set by `landing_sensor`: the files it will not take.")
 
 
 @dg.op(description="Moves the landing files the sensor will not take to _rejected/ with their"

@@ -9,6 +9,7 @@ import mlflow
 import polars as pl
 from dagster_mlflow.resources import CONFIG_SCHEMA as MLFLOW_CONFIG_SCHEMA
 from dagster_mlflow.resources import MlFlow
+from pydantic import Field
 
 from fraud_dagster.core.labels import simulated_reports
 from fraud_dagster.core.landing import Delivery, LandingFolder
@@ -30,21 +31,32 @@ class TransactionSource(dg.ConfigurableResource, ABC):
 class SimulatorSource(TransactionSource):
     """The built-in simulator: seeded, the same rows for a day whichever other days are made."""
 
-    seed: int = 42
-    n_customers: int = 5_000
-    n_terminals: int = 10_000
-    drift_start: str | None = None
-    drift_amount_factor: float = SimulatorConfig.drift_amount_factor
-    drift_fraud_factor: float = SimulatorConfig.drift_fraud_factor
-    stolen_cards_per_day: float = SimulatorConfig.n_stolen_cards
-    tested_cards_per_day: float = SimulatorConfig.n_tested_cards
-    delayed_labels: bool = True
-    """Each fraud is delivered with the report it will get (``core.labels.simulated_reports``:
-    some never, most within a week, a tail to 60 days), genuine ones unreported. False (the
-    Handbook's setting): every transaction carries its 0/1 label, reported a week after it."""
-    scale: int = 1
-    """Customers, terminals and every fraud scenario's daily count times this
-    (``FRAUD_SIMULATOR_SCALE``; 10: about 100,000 transactions a day)."""
+    seed: int = Field(default=42, description="Seed of every draw (with the purpose and the day).")
+    n_customers: int = Field(default=5_000, description="Customers simulated.")
+    n_terminals: int = Field(default=10_000, description="Terminals on the 100x100 grid.")
+    drift_start: str | None = Field(
+        default=None, description="First day (ISO date) of the simulated drift; none when unset"
+        " (`FRAUD_DRIFT_START`, default: 120 days after the first partition).")
+    drift_amount_factor: float = Field(default=SimulatorConfig.drift_amount_factor,
+                                       description="From `drift_start`, amounts are multiplied"
+                                       " by this.")
+    drift_fraud_factor: float = Field(default=SimulatorConfig.drift_fraud_factor,
+                                      description="From `drift_start`, stolen cards and card"
+                                      " testing are this many times more frequent.")
+    stolen_cards_per_day: float = Field(default=SimulatorConfig.n_stolen_cards,
+                                        description="Cards stolen and used at night away from"
+                                        " home, per day on average (scenario 4).")
+    tested_cards_per_day: float = Field(default=SimulatorConfig.n_tested_cards,
+                                        description="Cards tested in a burst of small purchases,"
+                                        " per day on average (scenario 5).")
+    delayed_labels: bool = Field(
+        default=True,
+        description="Each fraud is delivered with the report it will get (some never, most within"
+        " a week, a tail to 60 days), genuine ones unreported. False (the Handbook's setting):"
+        " every transaction carries its 0/1 label, reported a week after it.")
+    scale: int = Field(default=1, description="Customers, terminals and every fraud scenario's"
+                       " daily count times this (`FRAUD_SIMULATOR_SCALE`; 10: about 100,000"
+                       " transactions a day).")
 
     @classmethod
     def handbook(cls, scale: int = 1) -> "SimulatorSource":
@@ -95,10 +107,11 @@ class LandingSource(TransactionSource):
     """Files ingested from the landing folder: ``<landing_dir>/_accepted/<day>/``, plus the new
     top-level files an ingest run was asked to take (``landing_sensor`` names them by content)."""
 
-    landing_dir: str
-    settle_seconds: float = 5.0
-    """A top-level file is read only once it has not been modified for this long
-    (``FRAUD_LANDING_SETTLE_SECONDS``): a writer still writing it keeps changing its mtime."""
+    landing_dir: str = Field(description="The landing folder (`FRAUD_LANDING_DIR`).")
+    settle_seconds: float = Field(
+        default=5.0,
+        description="A top-level file is read only once it has not been modified for this long"
+        " (`FRAUD_LANDING_SETTLE_SECONDS`): a writer still writing it keeps changing its mtime.")
 
     def folder(self) -> LandingFolder:
         return LandingFolder(self.landing_dir)

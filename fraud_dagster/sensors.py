@@ -10,6 +10,7 @@ import time
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.tags import RUN_KEY_TAG
+from pydantic import Field
 
 from fraud_dagster import settings
 from fraud_dagster.alerts import AlertSink
@@ -295,17 +296,22 @@ def check_failure_alerts(context: dg.SensorEvaluationContext, alerts: AlertSink)
 class DriftPolicy(dg.ConfigurableResource):
     """When drift reports launch a retrain (the drift_sensor's thresholds)."""
 
-    min_share_drifted_columns: float = 0.15
-    """The simulator's drift moves 18-36 % of the columns; clean days stay at 0 %."""
-    max_average_precision_drop: float = 0.25
-    """Retrain when the champion's average precision on a freshly labelled day is this much
-    below its test average precision (concept drift)."""
-    cooldown_days: int = 14
-    """After a retrain is launched (as of a day), drifted days up to this many days later do
-    not launch another one (the retrained model needs that long to be judged)."""
-    min_post_drift_training_days: int = 7
-    """A retrain for drift seen on day X waits until its training window holds this many days
-    from X on with matured labels (the default: the whole 7-day window)."""
+    min_share_drifted_columns: float = Field(
+        default=0.15,
+        description="Retrain when a day has at least this share of drifted columns (the"
+        " simulator's drift moves 18-36 % of them; clean days stay at 0 %).")
+    max_average_precision_drop: float = Field(
+        default=0.25,
+        description="Retrain when the champion's average precision on a freshly labelled day is"
+        " this much below its test average precision (concept drift).")
+    cooldown_days: int = Field(
+        default=14,
+        description="After a retrain is launched (as of a day), drifted days up to this many days"
+        " later do not launch another one (the retrained model needs that long to be judged).")
+    min_post_drift_training_days: int = Field(
+        default=7,
+        description="A retrain for drift seen on day X waits until its training window holds this"
+        " many days from X on with matured labels (the default: the whole 7-day window).")
 
     def retrain_as_of(self, drift_day: dt.date) -> dt.date:
         """The first ``as_of`` whose training window ends ``min_post_drift_training_days - 1``

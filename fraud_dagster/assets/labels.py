@@ -5,6 +5,7 @@ import datetime as dt
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from fraud_dagster import settings
 from fraud_dagster.core.labels import (
@@ -37,9 +38,11 @@ def read_labels(tables: DailyTables, first: dt.date, last: dt.date) -> pl.DataFr
 
 
 class FraudLabelsConfig(dg.Config):
-    label_files: list[LandingFileToTake] = []
-    """Set by ``landing_sensor``: new label files at the top of ``<landing>/labels/`` to take,
-    by name and content. Empty (a backfill from the UI) reads what is already accepted."""
+    label_files: list[LandingFileToTake] = Field(
+        default=[],
+        description="Set by `landing_sensor`: new label files at the top of `<landing>/labels/`"
+        " to take, by name and content. Empty (a backfill from the UI) reads what is already"
+        " accepted.")
 
 
 @dg.multi_asset(

@@ -12,6 +12,7 @@ from typing import Literal
 import dagster as dg
 import polars as pl
 from dagster_mlflow.resources import MlFlow
+from pydantic import Field
 
 from fraud_dagster import registry
 from fraud_dagster.alerts import AlertSink
@@ -42,6 +43,7 @@ from fraud_dagster.core.training import (
     train,
 )
 from fraud_dagster.io_managers import DailyTables
+from fraud_dagster.jobs import RETRAIN_POOL
 
 FEATURES = dg.AssetKey("transaction_features")
 _OBJECTIVE = ThresholdObjective()
@@ -50,23 +52,42 @@ REFERENCE_ROWS = 25_000
 
 
 class FraudModelConfig(dg.Config):
-    as_of: str | None = None
-    """The day (ISO date) whose end the model is trained as of: it tests on the newest window
-    whose labels have matured by then (ending LABEL_MATURITY_DAYS before it) and trains on the
-    window that ends LABEL_MATURITY_DAYS before the test window, with the labels known then.
-    Default: the newest day of fraud_labels materialised."""
-    train_days: int = 7
-    test_days: int = 7
-    validation_folds: int = 4
-    models: list[str] = list(MODELS)
-    balancing: list[str] = list(BALANCING)
-    threshold_objective: Literal["cost", "recall_at_precision", "alert_budget"] = _OBJECTIVE.kind
-    cost_missed_fraud: float = _OBJECTIVE.cost_missed_fraud
-    cost_false_alarm: float = _OBJECTIVE.cost_false_alarm
-    target_precision: float = _OBJECTIVE.target_precision
-    alert_budget_cards: int = _OBJECTIVE.daily_cards
-    """For ``alert_budget``: at most this many cards flagged a day."""
-    seed: int = 42
+    """The training window and the model search (the launchpad shows each field's description)."""
+
+    as_of: str | None = Field(
+        default=None,
+        description="The day (ISO date) whose end the model is trained as of: it tests on the"
+        " newest window whose labels have matured by then (ending LABEL_MATURITY_DAYS before it)"
+        " and trains on the window that ends LABEL_MATURITY_DAYS before the test window, with the"
+        " labels known then. Default: the newest day of fraud_labels materialised.")
+    train_days: int = Field(default=7, description="Days in the training window (and in each"
+                            " validation fold's training part).")
+    test_days: int = Field(default=7, description="Days in the test window (and in each validation"
+                           " fold's validation part).")
+    validation_folds: int = Field(default=4, description="Validation folds the candidates are"
+                                  " compared on, sliding back `test_days` at a time.")
+    models: list[str] = Field(default=list(MODELS), description="Classifiers to try, among "
+                              + ", ".join(MODELS) + ". Fewer makes the search faster.")
+    balancing: list[str] = Field(default=list(BALANCING), description="Class-imbalance treatments"
+                                 " to try with each model, among " + ", ".join(BALANCING) + ".")
+    threshold_objective: Literal["cost", "recall_at_precision", "alert_budget"] = Field(
+        default=_OBJECTIVE.kind,
+        description="How the decision threshold is chosen on the validation scores: `cost` (the"
+        " cheapest, by `cost_missed_fraud` and `cost_false_alarm`), `recall_at_precision` (the"
+        " best recall at `target_precision`) or `alert_budget` (at most `alert_budget_cards`"
+        " cards flagged a day).")
+    cost_missed_fraud: float = Field(default=_OBJECTIVE.cost_missed_fraud,
+                                     description="Cost of a missed fraud (objective `cost`).")
+    cost_false_alarm: float = Field(default=_OBJECTIVE.cost_false_alarm,
+                                    description="Cost of a false alarm (objective `cost`).")
+    target_precision: float = Field(default=_OBJECTIVE.target_precision,
+                                    description="Precision to reach (objective"
+                                    " `recall_at_precision`; also marked on the PR curve).")
+    alert_budget_cards: int = Field(default=_OBJECTIVE.daily_cards,
+                                    description="For `alert_budget`: at most this many cards"
+                                    " flagged a day (the investigators' capacity).")
+    seed: int = Field(default=42, description="Random seed of the models, the resampling and the"
+                      " drift reference sample.")
 
     def objective(self) -> ThresholdObjective:
         return ThresholdObjective(
@@ -110,6 +131,7 @@ def _png_markdown(png: bytes, title: str) -> dg.MetadataValue:
     io_manager_key="model_io_manager",
     group_name="model",
     kinds={"scikitlearn", "xgboost", "mlflow"},
+    pool=RETRAIN_POOL,
 )
 def fraud_model(
     context: dg.AssetExecutionContext,
@@ -118,19 +140,23 @@ def fraud_model(
     mlflow: dg.ResourceParam[MlFlow],
 ) -> dg.Output[TrainedModel]:
     """The best of the candidate classifiers on prequential validation folds, refitted on the
-    training window, with its decision threshold; logged to MLflow, registered as ``challenger``.
+    training window, with its decision threshold; logged to MLflow, registered as `challenger`.
     Trained and validated only on the labels known on the eve of its test window."""
     as_of = (dt.date.fromisoformat(config.as_of) if config.as_of
              else newest_labelled_day(context.instance))
     plan = plan_of(config, as_of, config.validation_folds)
     labelled, coverage = labelled_features(daily_tables, plan.labelled_window(),
                                            plan.training_labels_as_of())
+    candidates = candidate_names(config.models, config.balancing)
+    context.log.info(f"model search: {len(candidates)} candidates x {plan.folds} validation folds"
+                     f" on {plan.labelled_window()} ({labelled.height} labelled rows)")
     trained = train(
         labelled,
         plan,
-        candidates=candidate_names(config.models, config.balancing),
+        candidates=candidates,
         objective=config.objective(),
         settings=CandidateSettings(seed=config.seed),
+        progress=context.log.info,
     )
     train_days = labelled.filter(pl.col("tx_datetime").dt.date().is_between(
         plan.train_window().first, plan.train_window().last))
@@ -163,11 +189,12 @@ def fraud_model(
 
 
 class EvaluationConfig(dg.Config):
-    min_average_precision_gain: float = 0.0
-    """The challenger becomes champion only if its test average precision beats the champion's
-    by more than this."""
-    card_precision_k: int = 100
-    """The investigators' daily capacity: the k of card precision@k."""
+    min_average_precision_gain: float = Field(
+        default=0.0,
+        description="The challenger becomes champion only if its test average precision beats the"
+        " champion's by more than this.")
+    card_precision_k: int = Field(default=100, description="The investigators' daily capacity:"
+                                  " the k of card precision@k.")
 
 
 def _v(version: str | None) -> str:
@@ -188,6 +215,7 @@ def _scored(frame: pl.DataFrame, scores) -> pl.DataFrame:
     deps=[FEATURES, FRAUD_LABELS],
     group_name="model",
     kinds={"mlflow"},
+    pool=RETRAIN_POOL,
     check_specs=[dg.AssetCheckSpec(
         "new_model_is_champion", asset="model_evaluation",
         description="The evaluated model is the champion: it beat the previous one (or there was"
@@ -204,7 +232,7 @@ def model_evaluation(
     fraud_model: TrainedModel,
 ):
     """The new model on its held-out test window next to the current champion on the same days;
-    the new model is promoted to ``champion`` when it wins by the documented rule. One row per
+    the new model is promoted to `champion` when it wins by the documented rule. One row per
     test day."""
     client = mlflow.tracking_client
     window = fraud_model.plan.test_window()

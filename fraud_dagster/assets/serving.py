@@ -7,9 +7,11 @@ from pathlib import Path
 
 import dagster as dg
 from dagster_mlflow.resources import MlFlow
+from pydantic import Field
 
 from fraud_dagster import registry
 from fraud_dagster.io_managers import DailyTables
+from fraud_dagster.jobs import RETRAIN_POOL
 from fraud_dagster.serving.scoring import save_model_dir
 
 # BentoML reports usage to its vendor unless told not to; this project talks to no one.
@@ -27,7 +29,7 @@ def bentoml_home_from_env() -> Path | None:
 
 
 class BentoStore(dg.ConfigurableResource):
-    """A BentoML home folder; models live in ``<home>/models`` (what ``BENTOML_HOME`` points at)."""
+    """A BentoML home folder; models live in `<home>/models` (what `BENTOML_HOME` points at)."""
 
     home: str
 
@@ -40,9 +42,11 @@ class BentoStore(dg.ConfigurableResource):
 
 
 class BentoModelConfig(dg.Config):
-    state_date: str | None = None
-    """Day (ISO date) whose end-of-day ``feature_state`` is bundled: the service computes exact
-    features for transactions of the next day. Default: the latest materialised day."""
+    state_date: str | None = Field(
+        default=None,
+        description="Day (ISO date) whose end-of-day `feature_state` is bundled: the service"
+        " computes exact features for transactions of the next day. Default: the latest"
+        " materialised day.")
 
 
 def _state_date(instance: dg.DagsterInstance, config: BentoModelConfig) -> dt.date:
@@ -58,6 +62,7 @@ def _state_date(instance: dg.DagsterInstance, config: BentoModelConfig) -> dt.da
     deps=["model_evaluation", FEATURE_STATE],
     group_name="model",
     kinds={"bentoml"},
+    pool=RETRAIN_POOL,
     output_required=False,  # nothing is re-exported after a refused challenger
 )
 def bento_model(
@@ -67,11 +72,11 @@ def bento_model(
     mlflow: dg.ResourceParam[MlFlow],
     bento_store: BentoStore,
 ) -> Iterator[dg.MaterializeResult]:
-    """The MLflow ``champion`` in the BentoML model store as ``fraud_model``: its pipeline,
-    threshold and feature list, the ``feature_state`` of one day, the library versions, and labels
+    """The MLflow `champion` in the BentoML model store as `fraud_model`: its pipeline,
+    threshold and feature list, the `feature_state` of one day, the library versions, and labels
     naming its Dagster run, MLflow run, registered version and training window.
 
-    Runs after ``model_evaluation``; when this run's evaluation refused its challenger the
+    Runs after `model_evaluation`; when this run's evaluation refused its challenger the
     champion is unchanged and nothing is exported (no materialisation, the step succeeds)."""
     import bentoml
 

@@ -5,6 +5,7 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 from dagster_pandera import pandera_schema_to_dagster_type
+from pydantic import Field
 
 from fraud_dagster.core.reporting import markdown_table
 from fraud_dagster.core.schema import QuarantinedTransaction, RawTransaction, ValidatedTransaction
@@ -22,15 +23,16 @@ DAILY = dict(
 
 
 class LandingFileToTake(dg.Config):
-    name: str
-    sha256: str
-    day: str
+    name: str = Field(description="File name at the top of the landing folder.")
+    sha256: str = Field(description="SHA-256 of its content when the sensor decided to take it.")
+    day: str = Field(description="The day (ISO date) it holds.")
 
 
 class RawTransactionsConfig(dg.Config):
-    landing_files: list[LandingFileToTake] = []
-    """Set by ``landing_sensor``: new top-level landing files to ingest, by name and content.
-    Empty (a backfill from the UI) reads what is already accepted."""
+    landing_files: list[LandingFileToTake] = Field(
+        default=[],
+        description="Set by `landing_sensor`: new top-level landing files to ingest, by name and"
+        " content. Empty (a backfill from the UI) reads what is already accepted.")
 
 
 @dg.asset(
@@ -46,8 +48,8 @@ def raw_transactions(
 ):
     """One day of card transactions, as delivered by the simulator or the landing folder.
 
-    Landing files named in the config are moved into ``_accepted/<day>/`` only after the rows are
-    stored (the code after ``yield`` runs once the IO manager has written them), so a failed run
+    Landing files named in the config are moved into `_accepted/<day>/` only after the rows are
+    stored (the code after `yield` runs once the IO manager has written them), so a failed run
     leaves them where they were, for a re-execution."""
     first, last = window_days(context.partition_time_window)
     delivery = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import polars as pl
@@ -255,14 +255,17 @@ def select_candidate(
     settings: CandidateSettings = CandidateSettings(),
     columns: Sequence[str] = FEATURE_COLUMNS,
     exclude_known_compromised: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[pl.DataFrame, dict[str, tuple[np.ndarray, ...]]]:
     """Each candidate's average precision on each validation fold, best first.
 
     Returns the table and, per candidate, its pooled validation labels, scores, days and cards
     (folds in order), which the threshold is chosen on. ``exclude_known_compromised``: each
     validation fold drops the cards known compromised (``assessed_rows``), as the Handbook's
-    prequential validation does.
+    prequential validation does. ``progress`` (e.g. a logger's ``info``) is told each fold's
+    figures as it ends and each candidate's mean: the search takes minutes.
     """
+    say = progress or (lambda message: None)
     rows, pooled = [], {}
     assessed = [assessed_rows(labelled, train, valid, plan.delay_days, exclude_known_compromised)
                 for train, valid in plan.validation_folds()]
@@ -274,17 +277,22 @@ def select_candidate(
         if x_train.shape[0] == 0 or y_train.sum() == 0:
             raise ValueError("a validation fold has no training rows or no fraud: "
                              f"need labelled features for {plan.labelled_window()}")
-    for candidate in candidates:
+    for number, candidate in enumerate(candidates, 1):
         scores, labels, aps, seconds = [], [], [], 0.0
-        for (x_train, y_train), (x_valid, y_valid) in folds:
+        for fold, ((x_train, y_train), (x_valid, y_valid)) in enumerate(folds):
             t0 = time.perf_counter()
             pipeline = make_pipeline(candidate, settings, y_train).fit(x_train, y_train)
-            seconds += time.perf_counter() - t0
+            fit = time.perf_counter() - t0
+            seconds += fit
             score = pipeline.predict_proba(x_valid)[:, 1]
             aps.append(average_precision(y_valid, score))
             scores.append(score)
             labels.append(y_valid)
+            say(f"candidate {number}/{len(candidates)} {candidate}: fold {fold + 1}/{len(folds)}"
+                f" average precision {aps[-1]:.4f} (fit {fit:.1f} s)")
         pooled[candidate] = (np.concatenate(labels), np.concatenate(scores), days, cards)
+        say(f"candidate {number}/{len(candidates)} {candidate}: mean average precision"
+            f" {np.nanmean(aps):.4f} over {len(folds)} folds ({seconds:.1f} s of fitting)")
         rows.append({
             "candidate": candidate,
             "mean_average_precision": float(np.nanmean(aps)),
@@ -304,14 +312,20 @@ def train(
     settings: CandidateSettings = CandidateSettings(),
     columns: Sequence[str] = FEATURE_COLUMNS,
     exclude_known_compromised: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> TrainedModel:
     """Select the best candidate on the validation folds, refit it on the training window.
 
-    ``labelled`` holds features and ``tx_fraud`` for ``plan.labelled_window()``.
+    ``labelled`` holds features and ``tx_fraud`` for ``plan.labelled_window()``; ``progress``
+    hears the search fold by fold (see ``select_candidate``) and which candidate won.
     """
     selection, pooled = select_candidate(labelled, plan, candidates, settings, columns,
-                                         exclude_known_compromised)
+                                         exclude_known_compromised, progress)
     best = selection["candidate"][0]
+    if progress:
+        progress(f"selected {best} (mean validation average precision"
+                 f" {selection['mean_average_precision'][0]:.4f}, best of {selection.height});"
+                 f" refitting it on {plan.train_window()}")
     y_valid, scores, days, cards = pooled[best]
     threshold = choose_threshold(y_valid, scores, objective, days=days, cards=cards)
     x, y = _xy(fitted_rows(labelled, plan.train_window(), settings), columns)
