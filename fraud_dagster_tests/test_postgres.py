@@ -48,6 +48,8 @@ class Project:
     champion_run: dg.ExecuteInProcessResult
     sensor_requests: list[dg.RunRequest]
     sensor_run: dg.ExecuteInProcessResult
+    last_day: dt.date
+    """The last day ingested: the day the deferred retrain's labels had matured."""
 
     @property
     def data_dir(self) -> Path:
@@ -88,11 +90,18 @@ def project(postgres_server, tmp_path_factory):
             daily = defs.resolve_job_def("daily_job").execute_in_process(
                 instance=instance, tags=partition_range_tags(*DRIFTED), raise_on_error=False)
             assert daily.success
-            context = dg.build_sensor_context(
-                instance=instance,
-                resources={name: defs.resources[name]
-                           for name in ("drift_policy", "daily_tables", "alerts")})
-            requests = list(drift_sensor(context) or [])
+            resources = {name: defs.resources[name]
+                         for name in ("drift_policy", "daily_tables", "alerts")}
+            # Drift is seen; the retrain waits for matured post-drift labels, then comes.
+            deferred = drift_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+            assert not deferred.run_requests, "drift_sensor launched before the labels matured"
+            until = dt.date.fromisoformat(json.loads(deferred.cursor)["pending"]["until"])
+            later = defs.resolve_job_def("daily_job").execute_in_process(
+                instance=instance, tags=partition_range_tags(DRIFTED[1] + dt.timedelta(days=1), until),
+                raise_on_error=False)
+            assert later.success
+            requests = list(drift_sensor(dg.build_sensor_context(
+                instance=instance, resources=resources, cursor=deferred.cursor)).run_requests or [])
             assert requests, "drift_sensor requested no retrain for the drifted days"
             request = requests[0]
             config = request.run_config
@@ -100,7 +109,7 @@ def project(postgres_server, tmp_path_factory):
             sensor_run = defs.resolve_job_def("retrain_job").execute_in_process(
                 instance=instance, run_config=config, tags=request.tags, raise_on_error=False)
             assert sensor_run.success
-            yield Project(root, url, instance, defs, champion_run, requests, sensor_run)
+            yield Project(root, url, instance, defs, champion_run, requests, sensor_run, until)
 
 
 def test_deploy_postgres_is_the_projects_instance_but_for_its_storage():
@@ -122,7 +131,7 @@ def test_the_instance_stores_runs_events_and_schedules_in_postgres(project):
 
 def test_every_run_and_its_events_are_rows_in_postgres(project):
     runs = dict(project.query("SELECT pipeline_name, count(*) FROM runs GROUP BY pipeline_name"))
-    assert runs == {"ingest_job": 1, "retrain_job": 2, "daily_job": 1}
+    assert runs == {"ingest_job": 1, "retrain_job": 2, "daily_job": 2}
     statuses = {status for (status,) in project.query("SELECT status FROM runs")}
     assert statuses == {"SUCCESS"}
     api_runs = {run.run_id for run in project.instance.get_runs()}
@@ -138,12 +147,12 @@ def test_each_day_is_materialised_once_per_run_in_the_event_log(project):
         " 'ASSET_MATERIALIZATION' AND partition IS NOT NULL GROUP BY asset_key, partition")
     days = lambda asset: {p for key, p, n in rows if json.loads(key) == [asset]}  # noqa: E731
     every_day = {(FIRST + dt.timedelta(days=i)).isoformat()
-                 for i in range((DRIFTED[1] - FIRST).days + 1)}
+                 for i in range((project.last_day - FIRST).days + 1)}
     for asset in ("raw_transactions", "validated_transactions", "transaction_features",
                   "feature_state"):
         assert days(asset) == every_day
     assert days("drift_report") == {(DRIFTED[0] + dt.timedelta(days=i)).isoformat()
-                                    for i in range(7)}
+                                    for i in range((project.last_day - DRIFTED[0]).days + 1)}
     assert all(n == 1 for _, _, n in rows)
     assert project.instance.get_materialized_partitions(dg.AssetKey("raw_transactions")) == every_day
 
