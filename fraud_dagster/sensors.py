@@ -100,38 +100,30 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
     first, last = _partition_range()
     now = time.time()
     seen_before: dict[str, str] = state.get("seen", {})
-    decisions, settling, seen = [], [], {}
-    for name, entry in entries.items():
-        if name in requested:
-            continue
-        try:
-            decision = folder.decide(entry, now, transaction_source.settle_seconds, first, last,
-                                     seen_unchanged=seen_before.get(name) == entry.signature)
-        except Exception as exc:  # one entry never stops the others
-            decision = Decision(name, entry.signature, "reject",
-                                reason=f"could not be judged: {type(exc).__name__}: {exc}"[:500])
-        if decision is None:
-            settling.append(name)
-            seen[name] = entry.signature
-        else:
-            decisions.append(decision)
-    decisions = folder.without_repeats(decisions)
-    label_decisions = []
-    for key, entry in label_entries.items():
-        if key in requested:
-            continue
-        try:
-            decision = labels_folder.decide(entry, now, transaction_source.settle_seconds, first,
-                                            last, seen_unchanged=seen_before.get(key) == entry.signature)
-        except Exception as exc:  # one entry never stops the others
-            decision = Decision(entry.name, entry.signature, "reject",
-                                reason=f"could not be judged: {type(exc).__name__}: {exc}"[:500])
-        if decision is None:
-            settling.append(key)
-            seen[key] = entry.signature
-        else:
-            label_decisions.append(decision)
-    label_decisions = labels_folder.without_repeats(label_decisions)
+    settling, seen = [], {}
+
+    def decide_all(folder_, keyed: dict) -> list[Decision]:
+        """The decisions for the entries of ``folder_`` not requested yet (``keyed`` by their
+        cursor key); the ones still settling are noted in ``settling`` and ``seen``."""
+        decisions = []
+        for key, entry in keyed.items():
+            if key in requested:
+                continue
+            try:
+                decision = folder_.decide(entry, now, transaction_source.settle_seconds, first,
+                                          last, seen_unchanged=seen_before.get(key) == entry.signature)
+            except Exception as exc:  # one entry never stops the others
+                decision = Decision(entry.name, entry.signature, "reject",
+                                    reason=f"could not be judged: {type(exc).__name__}: {exc}"[:500])
+            if decision is None:
+                settling.append(key)
+                seen[key] = entry.signature
+            else:
+                decisions.append(decision)
+        return folder_.without_repeats(decisions)
+
+    decisions = decide_all(folder, entries)
+    label_decisions = decide_all(labels_folder, label_entries)
     takes = [d for d in decisions if d.action == "take"]
     waiting = [d for d in takes if d.day.isoformat() in busy]
     takes = [d for d in takes if d.day.isoformat() not in busy]
