@@ -18,6 +18,7 @@ def _labelled(first: dt.date, days: int, rows: int = 150) -> pl.DataFrame:
         "transaction_id": np.arange(n),
         "tx_datetime": [start + dt.timedelta(days=int(i // rows), seconds=int(i % rows))
                         for i in range(n)],
+        "customer_id": np.arange(n) % 97,
         "tx_fraud": fraud,
     }
     for k, column in enumerate(FEATURE_COLUMNS):
