@@ -137,9 +137,11 @@ def assert_served_as_the_batch(project: Project, day: dt.date, served: list[dict
     expected = project.champion().predict_proba(batch)
     got = np.array([p["fraud_probability"] for p in served])
     assert np.max(np.abs(got - expected)) <= 1e-9
-    labels = read_partition(project.data_dir / "assets", "validated_transactions", day)
-    y = batch.join(labels.select("transaction_id", "tx_fraud"), on="transaction_id",
-                   maintain_order="left")["tx_fraud"].to_numpy()
+    # The simulator's truth: the delivered tx_fraud is null for what is not (yet) reported.
+    truth = read_partition(project.data_dir / "assets", "validated_transactions", day).select(
+        "transaction_id", fraud=(pl.col("tx_fraud_scenario") > 0).cast(pl.Int8))
+    y = batch.join(truth, on="transaction_id", maintain_order="left")["fraud"].to_numpy()
+    assert 0 < y.sum() < y.size
     assert average_precision(y, got) == average_precision(y, expected)
 
 

@@ -362,3 +362,9 @@ def test_charts_are_small_png_images_drawn_outside_pyplot(draw):
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert png_size(png) == (500, 400)
     assert plt.get_fignums() == []
+
+
+def test_an_unknown_label_is_refused_not_cast_to_an_arbitrary_integer():
+    """A null label (unknown: not reported, not matured) read as NaN: an error, not a guess."""
+    with pytest.raises(ValueError, match="labels must be 0 or 1"):
+        average_precision(np.array([0.0, np.nan, 1.0]), np.array([0.1, 0.5, 0.9]))

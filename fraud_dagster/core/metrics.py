@@ -26,7 +26,11 @@ _DAY = pl.col("tx_datetime").dt.date().alias("day")
 
 
 def _labels_and_scores(y: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    labels = np.asarray(y).astype(np.int8).ravel()
+    given = np.asarray(y, dtype=np.float64).ravel()
+    if not np.isin(given, (0.0, 1.0)).all():
+        # A null (unknown) label read as NaN would otherwise be cast to an arbitrary integer.
+        raise ValueError("labels must be 0 or 1 (leave unknown labels out)")
+    labels = given.astype(np.int8)
     values = np.asarray(scores, dtype=np.float64).ravel()
     if labels.shape != values.shape:
         raise ValueError(f"{labels.size} labels but {values.size} scores")
