@@ -1,21 +1,25 @@
-import datetime as dt
+import os
+
+# One OpenMP thread a process (XGBoost's fits), here and in every process the tests start (they
+# inherit it), unless the environment sets it: the tests share the cores with their own servers
+# and each other, and XGBoost asking for every core of an oversubscribed machine fits several
+# times slower. Set before anything imports XGBoost (OpenMP reads it when it loads). No test
+# depends on the number of threads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import dagster as dg
-import polars as pl
 import pytest
 import redis
 
 from fraud_dagster.definitions import local_resources, make_definitions
-from fraud_dagster.partitions import partition_range_tags
 from fraud_dagster.resources import LandingSource, SimulatorSource
+from fraud_dagster_tests.pipeline import SMALL_SIMULATOR, trained_project
 from fraud_dagster_tests.processes import PostgresServer, free_port, postgres_bin_dir
-
-# Small populations keep runs quick; the behaviour under test does not depend on size.
-SMALL_SIMULATOR = dict(n_customers=500, n_terminals=1_000, drift_start="2025-03-01")
 
 
 @pytest.fixture
@@ -51,24 +55,6 @@ def simulator_defs(data_dir) -> dg.Definitions:
 @pytest.fixture
 def landing_defs(data_dir, landing_dir) -> dg.Definitions:
     return make_definitions(local_resources(data_dir, LandingSource(landing_dir=str(landing_dir))))
-
-
-def run_ingest(defs, instance, first: dt.date, last: dt.date, run_config=None, tags=None):
-    return defs.resolve_job_def("ingest_job").execute_in_process(
-        instance=instance,
-        tags={**partition_range_tags(first, last), **(tags or {})},
-        run_config=run_config or {},
-        raise_on_error=False,
-    )
-
-
-def read_partition(assets_dir: Path, asset: str, day: dt.date) -> pl.DataFrame:
-    return pl.read_parquet(assets_dir / asset / f"{day.isoformat()}.parquet")
-
-
-def read_days(assets_dir: Path, asset: str, first: dt.date, last: dt.date) -> pl.DataFrame:
-    return pl.concat(read_partition(assets_dir, asset, first + dt.timedelta(days=i))
-                     for i in range((last - first).days + 1))
 
 
 @pytest.fixture(scope="session")
@@ -127,3 +113,26 @@ def postgres_server():
                     " (apt-get install postgresql-15; .ci/run does)")
     with PostgresServer(bin_dir, fsync=False).running() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def shared_project(tmp_path_factory):
+    """The project with a champion that several modules start from (``pipeline.trained_project``:
+    75 days of the small simulator ingested, a champion trained and exported), built once per
+    session. Read it only: a test that changes a project takes ``pipeline.copy_project`` of it."""
+    with trained_project(tmp_path_factory.mktemp("shared") / "project") as project:
+        yield project
+
+
+EXPENSIVE_FIXTURES = {"shared_project", "postgres_server", "redis_server"}
+"""A test that uses one of these (directly or through another fixture) is ``slow``."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items):
+    """Mark ``slow`` every test that needs the shared trained project or a real server, besides
+    those marked by hand (their own ingest and training, servers, daemons, processes): the
+    quick subset, ``-m "not slow"``, is what is left."""
+    for item in items:
+        if EXPENSIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

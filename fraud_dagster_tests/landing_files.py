@@ -82,3 +82,18 @@ def write_list_column_parquet(folder: Path, day: dt.date, column: str = "tx_amou
     frame = Simulator().day(day).head(20)
     frame.with_columns(pl.concat_list(pl.col(column), pl.col(column)).alias(column)).write_parquet(path)
     return path
+
+
+def land_accepted(landing_dir, day: dt.date, frame: pl.DataFrame) -> None:
+    """``frame`` as the file that makes ``day`` in ``landing/_accepted/`` (what an ingest reads)."""
+    folder = landing_dir / "_accepted" / day.isoformat()
+    folder.mkdir(parents=True)
+    frame.write_csv(folder / f"{day}.csv")
+
+
+def corrupt_amounts(frame: pl.DataFrame, rows: int) -> pl.DataFrame:
+    """A handbook frame whose first ``rows`` amounts are negative (quarantined)."""
+    amounts = frame["TX_AMOUNT"].to_list()
+    for i in range(rows):
+        amounts[i] = -1.0
+    return frame.with_columns(pl.Series("TX_AMOUNT", amounts))

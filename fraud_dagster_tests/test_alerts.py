@@ -11,9 +11,8 @@ import pytest
 
 from fraud_dagster.alerts import AlertSink, read_alerts
 from fraud_dagster.sensors import check_failure_alerts, run_failure_alerts
-from fraud_dagster_tests.conftest import run_ingest
-from fraud_dagster_tests.test_transactions_assets import _corrupt, _land
-from fraud_dagster_tests.landing_files import handbook_frame
+from fraud_dagster_tests.pipeline import run_ingest
+from fraud_dagster_tests.landing_files import corrupt_amounts, handbook_frame, land_accepted
 
 DAY = dt.date(2025, 1, 2)
 
@@ -21,7 +20,7 @@ DAY = dt.date(2025, 1, 2)
 @pytest.fixture
 def failed_ingest(landing_defs, landing_dir, instance):
     """A day with 20 % negative amounts: the quarantine-rate check fails and so does the run."""
-    _land(landing_dir, DAY, _corrupt(handbook_frame(DAY, 100), 20))
+    land_accepted(landing_dir, DAY, corrupt_amounts(handbook_frame(DAY, 100), 20))
     result = run_ingest(landing_defs, instance, DAY, DAY)
     assert not result.success
     return result

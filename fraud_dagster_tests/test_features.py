@@ -22,7 +22,7 @@ from fraud_dagster.core.features import (
 )
 from fraud_dagster.core.labels import LABEL_DTYPES, delivered_reports, simulated_reports
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
-from fraud_dagster_tests.conftest import read_days, read_partition, run_ingest
+from fraud_dagster_tests.pipeline import read_days, read_partition, run_ingest
 
 D = dt.date(2025, 3, 10)
 SPEC = FeatureSpec(label_delay=7)

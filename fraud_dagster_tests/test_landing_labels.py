@@ -10,9 +10,9 @@ from fraud_dagster.assets.model import labelled_features
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
 from fraud_dagster.core.training import Window
 from fraud_dagster.io_managers import DailyTables
-from fraud_dagster_tests.conftest import read_days, read_partition
+from fraud_dagster_tests.pipeline import read_days, read_partition
 from fraud_dagster_tests.landing_files import settle
-from fraud_dagster_tests.test_landing_sensor import Daemon
+from fraud_dagster_tests.landing_daemon import Daemon
 
 D = dt.date(2025, 3, 3)
 LAST = D + dt.timedelta(days=13)

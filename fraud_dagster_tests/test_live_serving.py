@@ -24,10 +24,17 @@ from fraud_dagster.core.features import FEATURE_COLUMNS
 from fraud_dagster.core.metrics import average_precision
 from fraud_dagster.core.schema import REQUIRED_COLUMNS
 from fraud_dagster.core.validation import split_transactions
-from fraud_dagster.definitions import local_resources, make_definitions
 from fraud_dagster.resources import SimulatorSource
-from fraud_dagster_tests.conftest import SMALL_SIMULATOR, read_partition, run_ingest
+from fraud_dagster_tests.pipeline import (
+    SMALL_SIMULATOR,
+    copy_project,
+    new_project,
+    read_partition,
+    run_ingest,
+)
 from fraud_dagster_tests.processes import BentoServer
+
+pytestmark = pytest.mark.slow  # its own trained project, and real servers
 
 FIRST, STATE_DAY = dt.date(2025, 1, 1), dt.date(2025, 2, 28)
 REPLAY = [STATE_DAY + dt.timedelta(days=i) for i in (1, 2, 3)]
@@ -67,17 +74,20 @@ class Project:
         return registry.load_version(client, registry.alias_version(client, registry.CHAMPION))
 
 
-@pytest.fixture(scope="module", params=["memory", "redis"])
-def project(request, tmp_path_factory):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
     """Two months of a small simulator and a champion exported with the state of the last day."""
-    root = tmp_path_factory.mktemp(f"live-{request.param}")
-    defs = make_definitions(local_resources(root / "data", SimulatorSource(**SMALL_SIMULATOR)))
-    (root / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
-        assert run_ingest(defs, instance, FIRST, STATE_DAY).success
-        project = Project(root, instance, defs, request.param)
-        assert project.retrain().success
+    with new_project(tmp_path_factory.mktemp("live") / "project") as project:
+        assert run_ingest(project.defs, project.instance, FIRST, STATE_DAY).success
+        assert Project(project.root, project.instance, project.defs, "memory").retrain().success
         yield project
+
+
+@pytest.fixture(params=["memory", "redis"])
+def project(request, trained, tmp_path):
+    """A copy of ``trained`` for this test alone, served from the in-process store or Redis."""
+    with copy_project(trained, tmp_path / "project") as copy:
+        yield Project(copy.root, copy.instance, copy.defs, request.param)
 
 
 def store_env(project: Project, request) -> dict:

@@ -6,42 +6,30 @@ import dagster as dg
 import mlflow
 import polars as pl
 import pytest
-from mlflow import MlflowClient
 
 from fraud_dagster import registry
-from fraud_dagster.definitions import local_resources, make_definitions
-from fraud_dagster.resources import SimulatorSource
-from fraud_dagster_tests.conftest import SMALL_SIMULATOR, run_ingest
+from fraud_dagster_tests.pipeline import FAST, LAST, client_for, copy_project
+from fraud_dagster_tests.pipeline import retrain as retrain_in
 
-FIRST, LAST = dt.date(2025, 1, 1), dt.date(2025, 3, 15)
-FAST = {"balancing": ["none", "class_weight"], "validation_folds": 2}
+
+def retrain(project, models: list[str], min_gain: float = 0.0):
+    return retrain_in(project.defs, project.instance, models, min_gain, state_date=None)
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    """One ingested project (75 days of a small simulator) shared by the tests of this module,
-    which run in order: the first trained model becomes champion, the next ones are compared."""
-    root = tmp_path_factory.mktemp("model")
-    defs = make_definitions(local_resources(root / "data", SimulatorSource(**SMALL_SIMULATOR)))
-    (root / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
-        assert run_ingest(defs, instance, FIRST, LAST).success
-        yield defs, instance, root / "data"
+def refusals(shared_project, tmp_path_factory):
+    """A copy of the shared project (champion v1, trained as of ``LAST``) after two retrains
+    that are refused: a worse model (v2), then one short of the required gain (v3)."""
+    with copy_project(shared_project, tmp_path_factory.mktemp("refusals") / "project") as project:
+        worse = retrain(project, ["logistic_regression"])
+        after_worse = aliases(project.client())
+        short_of_the_gain = retrain(project, ["xgboost"], min_gain=0.5)
+        after_short = aliases(project.client())
+        yield project, (worse, after_worse), (short_of_the_gain, after_short)
 
 
-def retrain(defs, instance, models: list[str], min_gain: float = 0.0):
-    return defs.resolve_job_def("retrain_job").execute_in_process(
-        instance=instance,
-        raise_on_error=False,
-        run_config={"ops": {
-            "fraud_model": {"config": {"models": models, **FAST}},
-            "model_evaluation": {"config": {"min_average_precision_gain": min_gain}},
-        }},
-    )
-
-
-def client_for(data_dir) -> MlflowClient:
-    return MlflowClient(f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}")
+def aliases(client) -> dict[str, str]:
+    return {alias: registry.alias_version(client, alias) for alias in ("champion", "challenger")}
 
 
 def evaluation_metadata(result) -> dict:
@@ -55,10 +43,11 @@ def check_result(result) -> dg.AssetCheckEvaluation:
     return evaluation
 
 
-def test_first_model_is_logged_to_mlflow_registered_and_becomes_champion(pipeline):
-    defs, instance, data_dir = pipeline
-    result = retrain(defs, instance, ["xgboost"])
+def test_first_model_is_logged_to_mlflow_registered_and_becomes_champion(shared_project):
+    result, data_dir = shared_project.first_retrain, shared_project.data_dir
     assert result.success
+    assert run_config_of(shared_project.instance, result)["ops"]["fraud_model"]["config"] == {
+        **FAST, "models": ["xgboost"]}
     client = client_for(data_dir)
     assert registry.alias_version(client, "champion") == "1"
     version = client.get_model_version(registry.REGISTERED_MODEL, "1")
@@ -69,6 +58,7 @@ def test_first_model_is_logged_to_mlflow_registered_and_becomes_champion(pipelin
     assert run.data.params["candidate"].startswith("xgboost+")
     # As of the newest labelled day: tests on the week that matured by then (ending 7 days
     # before it), trains on the week that ends 7 days before the test week starts.
+    assert LAST == dt.date(2025, 3, 15)
     assert run.data.params["as_of"] == "2025-03-15"
     assert run.data.params["training_end"] == "2025-02-22"
     metadata = {k: v.value for k, v in result.asset_materializations_for_node("fraud_model")[0]
@@ -94,8 +84,8 @@ def test_first_model_is_logged_to_mlflow_registered_and_becomes_champion(pipelin
     assert check_result(result).passed
 
 
-def test_evaluation_shows_curves_and_a_row_per_test_day(pipeline):
-    _, instance, data_dir = pipeline
+def test_evaluation_shows_curves_and_a_row_per_test_day(shared_project):
+    instance, data_dir = shared_project.instance, shared_project.data_dir
     metadata = evaluation_metadata_from_instance(instance)
     for picture in ("precision_recall_curve", "roc_curve", "threshold_cost_curve"):
         assert metadata[picture].startswith(f"![{picture}](data:image/png;base64,iVBOR")
@@ -104,17 +94,19 @@ def test_evaluation_shows_curves_and_a_row_per_test_day(pipeline):
     assert metadata["test_window"] == "2025-03-02..2025-03-08"
 
 
+def run_config_of(instance, result) -> dict:
+    return instance.get_run_by_id(result.run_id).run_config
+
+
 def evaluation_metadata_from_instance(instance) -> dict:
     event = instance.get_latest_materialization_event(dg.AssetKey("model_evaluation"))
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
-def test_a_worse_challenger_is_not_promoted_and_the_check_says_why(pipeline):
-    defs, instance, data_dir = pipeline
-    result = retrain(defs, instance, ["logistic_regression"])
-    client = client_for(data_dir)
-    assert registry.alias_version(client, "challenger") == "2"
-    assert registry.alias_version(client, "champion") == "1"
+def test_a_worse_challenger_is_not_promoted_and_the_check_says_why(refusals):
+    project, (result, after), _ = refusals
+    client = project.client()
+    assert after == {"challenger": "2", "champion": "1"}
     metadata = evaluation_metadata(result)
     assert metadata["promoted"] is False
     assert metadata["average_precision"] < float(
@@ -133,21 +125,21 @@ def test_a_worse_challenger_is_not_promoted_and_the_check_says_why(pipeline):
     assert result.asset_materializations_for_node("bento_model") == []
 
 
-def test_a_challenger_that_wins_by_less_than_the_required_gain_is_not_promoted(pipeline):
-    defs, instance, data_dir = pipeline
-    result = retrain(defs, instance, ["xgboost"], min_gain=0.5)
-    client = client_for(data_dir)
-    assert registry.alias_version(client, "champion") == "1"
+def test_a_challenger_that_wins_by_less_than_the_required_gain_is_not_promoted(refusals):
+    project, _, (result, after) = refusals
+    assert after == {"challenger": "3", "champion": "1"}
     assert result.success and not check_result(result).passed
     assert "required 0.5" in check_result(result).description
 
 
-def test_each_refusal_is_one_alert_and_no_failure(pipeline):
-    """The two refusals above: one alert line each, no failed run, no failed blocking check."""
+def test_each_refusal_is_one_alert_and_no_failure(refusals):
+    """The two refusals of ``refusals``: one alert line each, no failed run, no failed blocking
+    check."""
     from fraud_dagster.alerts import read_alerts
     from fraud_dagster.sensors import check_failure_alerts
 
-    defs, instance, data_dir = pipeline
+    project, _, _ = refusals
+    defs, instance, data_dir = project.defs, project.instance, project.data_dir
     alerts_file = data_dir / "alerts" / "alerts.jsonl"
     sink = defs.resources["alerts"]
     check_failure_alerts(dg.build_sensor_context(instance=instance, definitions=defs,
@@ -158,13 +150,22 @@ def test_each_refusal_is_one_alert_and_no_failure(pipeline):
     assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in instance.get_runs())
 
 
-def test_promotion_is_refused_when_the_champion_moved_during_the_evaluation(pipeline, monkeypatch):
-    """Another run promotes v2 while this evaluation scores against v1: the compare-and-set on
-    the champion alias refuses, v2 stays champion."""
+@pytest.fixture
+def own_project(shared_project, tmp_path):
+    """A copy of the shared project (champion v1) for this test alone."""
+    with copy_project(shared_project, tmp_path / "project") as project:
+        yield project
+
+
+def test_promotion_is_refused_when_the_champion_moved_during_the_evaluation(own_project,
+                                                                            monkeypatch):
+    """Another run promotes v2 (here: the version this run registers) while this evaluation
+    scores against v1: the compare-and-set on the champion alias refuses, v2 stays champion."""
     from fraud_dagster.assets import model as model_assets
 
-    defs, instance, data_dir = pipeline
-    client = client_for(data_dir)
+    project = own_project
+    client = project.client()
+    assert registry.alias_version(client, "champion") == "1"
     load_version = registry.load_version
 
     def load_and_let_another_run_promote(client_, version):
@@ -173,14 +174,13 @@ def test_promotion_is_refused_when_the_champion_moved_during_the_evaluation(pipe
         return loaded
 
     monkeypatch.setattr(model_assets.registry, "load_version", load_and_let_another_run_promote)
-    result = retrain(defs, instance, ["xgboost"], min_gain=-1.0)  # would win against v1
+    result = retrain(project, ["xgboost"], min_gain=-1.0)  # would win against v1
     monkeypatch.undo()
     assert result.success
     metadata = evaluation_metadata(result)
     assert metadata["promoted"] is False and metadata["refused"] is True
     assert "the champion moved from v1 to v2" in metadata["reason"]
     assert registry.alias_version(client, "champion") == "2"
-    registry.promote(client, "1")
 
 
 def test_two_runs_at_once_each_read_their_own_model(tmp_path):

@@ -10,13 +10,12 @@ import pytest
 
 from fraud_dagster import registry
 from fraud_dagster.alerts import AlertSink, read_alerts
-from fraud_dagster.definitions import local_resources, make_definitions
 from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.partitions import partition_range_tags
-from fraud_dagster.resources import SimulatorSource
 from fraud_dagster.sensors import DriftPolicy, drift_sensor
-from fraud_dagster_tests.conftest import run_ingest
-from fraud_dagster_tests.test_model_assets import FAST, client_for
+from fraud_dagster_tests.pipeline import FAST, client_for, copy_project, new_project, run_ingest
+
+pytestmark = pytest.mark.slow  # a full-population project, trained, and a month of daily runs
 
 DRIFT_START = dt.date(2025, 3, 1)
 POLICY = DriftPolicy()
@@ -25,22 +24,28 @@ DRIFTED = (DRIFT_START, DRIFT_START + dt.timedelta(days=6))
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """Ingested up to the drift, with a champion trained on clean days."""
-    root = tmp_path_factory.mktemp("monitoring")
-    data_dir = root / "data"
+def clean(tmp_path_factory):
+    """Ingested up to the drift, with a champion trained on clean days, then the clean week's
+    daily runs (its drift reports). Read it only: ``project`` is a copy to change."""
     # The simulator's full population (about 10,000 transactions a day): on the small one a
     # clean day's 1-day customer aggregates are noisy enough to look drifted.
-    defs = make_definitions(local_resources(data_dir, SimulatorSource(drift_start=DRIFT_START.isoformat())))
-    (root / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
-        assert run_ingest(defs, instance, dt.date(2025, 1, 1), CLEAN[1]).success
-        retrain = defs.resolve_job_def("retrain_job").execute_in_process(
-            instance=instance,
+    source = dict(drift_start=DRIFT_START.isoformat())
+    with new_project(tmp_path_factory.mktemp("monitoring") / "project", source) as project:
+        assert run_ingest(project.defs, project.instance, dt.date(2025, 1, 1), CLEAN[1]).success
+        retrain = project.defs.resolve_job_def("retrain_job").execute_in_process(
+            instance=project.instance,
             run_config={"ops": {"fraud_model": {"config": {"models": ["xgboost"], **FAST}}}},
         )
         assert retrain.success
-        yield defs, instance, data_dir
+        run_daily(project.defs, project.instance, *CLEAN)
+        yield project
+
+
+@pytest.fixture
+def project(clean, tmp_path):
+    """A copy of ``clean`` for this test alone."""
+    with copy_project(clean, tmp_path / "project") as copy:
+        yield copy
 
 
 def run_daily(defs, instance, first, last):
@@ -73,9 +78,8 @@ def skip_reason(instance, data_dir, cursor) -> str:
     return drift_sensor(context).skip_reason.skip_message
 
 
-def test_clean_days_get_drift_reports_and_do_not_trigger(project):
-    defs, instance, data_dir = project
-    run_daily(defs, instance, *CLEAN)
+def test_clean_days_get_drift_reports_and_do_not_trigger(clean):
+    instance, data_dir = clean.instance, clean.data_dir
     reports = DailyTables(base_path=str(data_dir / "assets")).read_days(
         dg.AssetKey("drift_report"), [CLEAN[0] + dt.timedelta(days=i) for i in range(7)])
     assert reports["share_drifted_columns"].max() < POLICY.min_share_drifted_columns
@@ -98,10 +102,10 @@ def partition_metadata(instance, asset: str) -> dict[str, dict]:
     return latest
 
 
-def test_each_drift_report_day_has_its_own_figures_and_html(project):
+def test_each_drift_report_day_has_its_own_figures_and_html(clean):
     """A multi-day run: each partition's metadata is its own day's, not the run's maximum share
     and the last day's HTML path."""
-    _, instance, data_dir = project
+    instance, data_dir = clean.instance, clean.data_dir
     days = [CLEAN[0] + dt.timedelta(days=i) for i in range(7)]
     reports = DailyTables(base_path=str(data_dir / "assets")).read_days(
         dg.AssetKey("drift_report"), days)
@@ -114,11 +118,11 @@ def test_each_drift_report_day_has_its_own_figures_and_html(project):
     assert len({m["html_report"] for d, m in metadata.items() if d in {x.isoformat() for x in days}}) == 7
 
 
-def test_days_nobody_served_are_a_no_op_that_materialises(project):
+def test_days_nobody_served_are_a_no_op_that_materialises(clean):
     """served_drift_report over days with no prediction log (the README's UI backfill of the
     groups transactions, features and monitoring): every day is materialised, saying nothing was
     served, so the backfill does not end Failed."""
-    _, instance, _ = project
+    instance = clean.instance
     materialised = instance.get_materialized_partitions(dg.AssetKey("served_drift_report"))
     assert {(CLEAN[0] + dt.timedelta(days=i)).isoformat() for i in range(7)} <= materialised
     metadata = partition_metadata(instance, "served_drift_report")
@@ -126,7 +130,7 @@ def test_days_nobody_served_are_a_no_op_that_materialises(project):
 
 
 def test_a_deleted_drift_report_file_is_alerted_and_the_sensor_goes_on(project):
-    _, instance, data_dir = project
+    instance, data_dir = project.instance, project.data_dir
     (data_dir / "assets" / "drift_report" / f"{CLEAN[0]}.parquet").unlink()
     requests, cursor = evaluate_sensor(instance, data_dir)  # from the start: every report
     assert requests == []
@@ -138,7 +142,7 @@ def test_a_deleted_drift_report_file_is_alerted_and_the_sensor_goes_on(project):
 
 
 def test_drift_defers_the_retrain_until_post_drift_labels_mature_then_launches_exactly_one(project):
-    defs, instance, data_dir = project
+    defs, instance, data_dir = project.defs, project.instance, project.data_dir
     _, cursor = evaluate_sensor(instance, data_dir)
     run_daily(defs, instance, *DRIFTED)
     event = instance.get_latest_materialization_event(dg.AssetKey("drift_report"))

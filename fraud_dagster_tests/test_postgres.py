@@ -24,7 +24,7 @@ from fraud_dagster.definitions import local_resources, make_definitions
 from fraud_dagster.partitions import partition_range_tags
 from fraud_dagster.resources import SimulatorSource
 from fraud_dagster.sensors import drift_sensor
-from fraud_dagster_tests.conftest import SMALL_SIMULATOR, run_ingest
+from fraud_dagster_tests.pipeline import SMALL_SIMULATOR, run_ingest
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy" / "postgres"

@@ -16,22 +16,10 @@ import pyarrow as pa
 
 from fraud_dagster.serving.prediction_log import (
     MAX_OPEN_DAYS, PredictionLog, read_day, read_since)
+from fraud_dagster_tests.served_rows import DAY, served_rows
 
 REPO = Path(__file__).resolve().parents[1]
-DAY = dt.date(2025, 2, 20)
 NEXT = DAY + dt.timedelta(days=1)
-
-
-def served_rows(day: dt.date, n: int, start: int = 0) -> pl.DataFrame:
-    """What the service logs, reduced to the columns the online store replays, and a score."""
-    return pl.DataFrame({
-        "transaction_id": list(range(start, start + n)),
-        "tx_datetime": [dt.datetime.combine(day, dt.time(12, 30))] * n,
-        "customer_id": [7] * n,
-        "terminal_id": [11] * n,
-        "tx_amount": [42.5] * n,
-        "fraud_probability": [0.5] * n,
-    })
 
 
 def ids(frame: pl.DataFrame | None) -> list[int]:
@@ -110,7 +98,7 @@ FAILING_WRITE = """
 import datetime as dt, resource, signal, sys
 from pathlib import Path
 from fraud_dagster.serving.prediction_log import PredictionLog
-from fraud_dagster_tests.test_prediction_log import DAY, served_rows
+from fraud_dagster_tests.served_rows import DAY, served_rows
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
 log = PredictionLog(Path(sys.argv[1]))
 log.append(served_rows(DAY, 2))

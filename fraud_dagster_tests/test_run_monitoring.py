@@ -21,6 +21,8 @@ import yaml
 
 from fraud_dagster_tests.processes import stop_group
 
+pytestmark = pytest.mark.slow  # a real dagster-daemon and its runs
+
 REPO = Path(__file__).resolve().parents[1]
 POLL_SECONDS = 5
 

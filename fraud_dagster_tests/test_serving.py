@@ -25,17 +25,16 @@ from mlflow import MlflowClient
 from fraud_dagster import registry
 from fraud_dagster.core.features import FEATURE_COLUMNS, features_for_day
 from fraud_dagster.core.schema import REQUIRED_COLUMNS
-from fraud_dagster.definitions import local_resources, make_definitions
+from fraud_dagster.definitions import local_resources
 from fraud_dagster.resources import SimulatorSource
 from fraud_dagster.serving.prediction_log import read_day
 from fraud_dagster.serving.scoring import STATE_FILE
-from fraud_dagster_tests.conftest import SMALL_SIMULATOR, read_partition, run_ingest
+from fraud_dagster_tests.pipeline import LAST, SMALL_SIMULATOR, STATE_DAY, copy_project, read_partition
+from fraud_dagster_tests.pipeline import retrain as retrain_in
 from fraud_dagster_tests.processes import BentoServer
 
 REPO = Path(__file__).resolve().parents[1]
-FIRST, HELD_OUT = dt.date(2025, 1, 1), dt.date(2025, 3, 15)
-STATE_DAY = HELD_OUT - dt.timedelta(days=1)
-FAST = {"models": ["xgboost"], "balancing": ["none", "class_weight"], "validation_folds": 2}
+HELD_OUT, STATE_DAY = LAST, STATE_DAY  # the shared project's last day, and the state's
 TOKEN = "s3cret-token"
 MAX_BATCH, MAX_BYTES = 2_000, 1_000_000
 BODY_TIMEOUT = 2
@@ -58,29 +57,16 @@ class Project:
 
 
 def retrain(defs, instance, models=("xgboost",), min_gain=0.0):
-    return defs.resolve_job_def("retrain_job").execute_in_process(
-        instance=instance,
-        raise_on_error=False,
-        run_config={"ops": {
-            "fraud_model": {"config": {**FAST, "models": list(models)}},
-            "model_evaluation": {"config": {"min_average_precision_gain": min_gain}},
-            "bento_model": {"config": {"state_date": STATE_DAY.isoformat()}},
-        }},
-    )
+    return retrain_in(defs, instance, models, min_gain, state_date=STATE_DAY)
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """75 days of a small simulator, a champion trained and exported with the state of the day
-    before ``HELD_OUT``, a day of its test window that no model was trained on."""
-    root = tmp_path_factory.mktemp("serving")
-    defs = make_definitions(local_resources(root / "data", SimulatorSource(**SMALL_SIMULATOR)))
-    (root / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
-        assert run_ingest(defs, instance, FIRST, HELD_OUT).success
-        result = retrain(defs, instance)
-        assert result.success
-        yield Project(root / "data", instance, defs, result)
+def project(shared_project, tmp_path_factory):
+    """A copy of the shared project: 75 days of a small simulator, a champion trained and
+    exported with the state of the day before ``HELD_OUT``, a day of its test window that no
+    model was trained on."""
+    with copy_project(shared_project, tmp_path_factory.mktemp("serving") / "project") as copy:
+        yield Project(copy.data_dir, copy.instance, copy.defs, copy.first_retrain)
 
 
 @pytest.fixture(scope="module")
@@ -640,6 +626,7 @@ def test_drift_of_served_traffic_is_the_drift_of_the_same_day_in_the_batch(
     assert metadata["served_model_versions"].value == champion.version
 
 
+@pytest.mark.slow  # starts bentoml serve
 def test_a_missing_model_store_stops_start_up_with_a_clear_message(tmp_path):
     served = BentoServer(tmp_path / "empty_bentoml", tmp_path / "data", tmp_path / "server.log")
     assert served.exit_code() != 0

@@ -13,8 +13,8 @@ from fraud_dagster.definitions import local_resources, make_definitions
 from fraud_dagster.io_managers import PolarsParquetIOManager
 from fraud_dagster.partitions import daily_partitions, partition_range_tags
 from fraud_dagster.resources import LandingSource
-from fraud_dagster_tests.conftest import read_partition, run_ingest
-from fraud_dagster_tests.landing_files import handbook_frame
+from fraud_dagster_tests.pipeline import read_partition, run_ingest
+from fraud_dagster_tests.landing_files import corrupt_amounts, handbook_frame, land_accepted
 
 FIRST, LAST = dt.date(2025, 1, 6), dt.date(2025, 1, 10)
 DAILY_ASSETS = ("raw_transactions", "validated_transactions", "quarantined_transactions")
@@ -54,22 +54,9 @@ def test_checks_pass_on_clean_days(simulator_defs, instance):
     assert all(e.passed for e in evaluations)
 
 
-def _land(landing_dir, day: dt.date, frame: pl.DataFrame) -> None:
-    folder = landing_dir / "_accepted" / day.isoformat()
-    folder.mkdir(parents=True)
-    frame.write_csv(folder / f"{day}.csv")
-
-
-def _corrupt(frame: pl.DataFrame, rows: int) -> pl.DataFrame:
-    amounts = frame["TX_AMOUNT"].to_list()
-    for i in range(rows):
-        amounts[i] = -1.0
-    return frame.with_columns(pl.Series("TX_AMOUNT", amounts))
-
-
 def test_raw_rows_are_validated_plus_quarantined_for_every_day(landing_defs, instance, assets_dir, landing_dir):
-    _land(landing_dir, FIRST, _corrupt(handbook_frame(FIRST, 300), 4))
-    _land(landing_dir, LAST, handbook_frame(LAST, 300))
+    land_accepted(landing_dir, FIRST, corrupt_amounts(handbook_frame(FIRST, 300), 4))
+    land_accepted(landing_dir, LAST, handbook_frame(LAST, 300))
     assert run_ingest(landing_defs, instance, FIRST, LAST).success
     for day in (FIRST, LAST):
         raw = read_partition(assets_dir, "raw_transactions", day)
@@ -87,7 +74,7 @@ def downstream_of_validated(validated_transactions: pl.DataFrame) -> None:
 
 
 def test_a_failed_blocking_check_stops_downstream_assets(data_dir, assets_dir, landing_dir, instance):
-    _land(landing_dir, FIRST, _corrupt(handbook_frame(FIRST, 100), 20))
+    land_accepted(landing_dir, FIRST, corrupt_amounts(handbook_frame(FIRST, 100), 20))
     defs = dg.Definitions.merge(
         make_definitions(local_resources(data_dir, LandingSource(landing_dir=str(landing_dir)))),
         dg.Definitions(
@@ -113,7 +100,7 @@ def test_a_failed_blocking_check_stops_downstream_assets(data_dir, assets_dir, l
 
 
 def test_quarantine_threshold_is_configurable(landing_defs, instance, landing_dir):
-    _land(landing_dir, FIRST, _corrupt(handbook_frame(FIRST, 100), 20))
+    land_accepted(landing_dir, FIRST, corrupt_amounts(handbook_frame(FIRST, 100), 20))
     check_op = "validated_transactions_quarantine_rate_below_threshold"
     config = {"ops": {check_op: {"config": {"max_quarantine_rate": 0.25}}}}
     result = run_ingest(landing_defs, instance, FIRST, FIRST, run_config=config)
@@ -192,12 +179,12 @@ def test_rows_outside_the_run_days_or_without_a_day_are_not_written(tmp_path):
 
 def test_an_id_validated_on_another_day_is_quarantined(landing_defs, instance, assets_dir, landing_dir):
     """The same transaction delivered on two days is validated once: the day validated first keeps it."""
-    _land(landing_dir, FIRST, handbook_frame(FIRST, 50))
+    land_accepted(landing_dir, FIRST, handbook_frame(FIRST, 50))
     assert run_ingest(landing_defs, instance, FIRST, FIRST).success
     again = handbook_frame(FIRST, 50).head(2).with_columns(
         TX_DATETIME=pl.col("TX_DATETIME").str.replace(FIRST.isoformat(), LAST.isoformat())
     )
-    _land(landing_dir, LAST, pl.concat([handbook_frame(LAST, 98), again]))
+    land_accepted(landing_dir, LAST, pl.concat([handbook_frame(LAST, 98), again]))
     assert run_ingest(landing_defs, instance, LAST, LAST).success
     bad = read_partition(assets_dir, "quarantined_transactions", LAST)
     assert bad["quarantine_reason"].to_list() == [f"duplicate transaction_id (validated on {FIRST})"] * 2
