@@ -70,9 +70,13 @@ def project(shared_project, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(project, tmp_path_factory):
+def started(project, held_out, tmp_path_factory):
     """The service with a token and small limits, on the state exported with the model (its
-    feature-state folder is empty: the pipeline's own are of later days)."""
+    feature-state folder is empty: the pipeline's own are of later days), and its answer to the
+    held-out day, sent whole with its features as the server's first traffic: the service applies
+    every transaction it scores, so the other tests' transactions (some of them rows of that day
+    under new ids) would change the features it gives the day's later ones, in whatever order
+    the tests run."""
     folder = tmp_path_factory.mktemp("server")
     served = BentoServer(project.bentoml_home, project.data_dir, folder / "server.log",
                          FRAUD_API_TOKEN=TOKEN, FRAUD_MAX_BATCH_SIZE=str(MAX_BATCH),
@@ -80,7 +84,21 @@ def server(project, tmp_path_factory):
                          FRAUD_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT),
                          FRAUD_FEATURE_STATE_DIR=str(folder / "no_states"))
     with served.running():
-        yield served
+        response = httpx.post(f"{served.url}/predict_batch", timeout=120,
+                              headers={"Authorization": f"Bearer {TOKEN}"},
+                              json={"transactions": request_rows(held_out),
+                                    "include_features": True})
+        yield served, response
+
+
+@pytest.fixture(scope="module")
+def server(started):
+    return started[0]
+
+
+@pytest.fixture(scope="module")
+def held_out_answer(started) -> httpx.Response:
+    return started[1]
 
 
 @pytest.fixture(scope="module")
@@ -276,10 +294,9 @@ def test_a_prediction_has_probability_decision_version_and_top_contributions(cli
 
 
 def test_features_through_the_service_equal_the_batch_features_of_a_held_out_day(
-    client, project, held_out, champion
+    held_out_answer, project, held_out, champion
 ):
-    response = client.post("/predict_batch",
-                           json={"transactions": request_rows(held_out), "include_features": True})
+    response = held_out_answer
     assert response.status_code == 200, response.text
     served = response.json()["predictions"]
     assert [p["transaction_id"] for p in served] == held_out["transaction_id"].to_list()
@@ -306,7 +323,8 @@ def test_unknown_customers_and_terminals_get_the_features_the_batch_path_gives_t
     state = pl.read_parquet(project.model_dirs()[0] / STATE_FILE)
     # A customer of the state that no other test sends transactions for.
     customers = state.filter(pl.col("entity") == "customer")["customer_id"]
-    quiet = customers.filter(~customers.is_in(held_out["customer_id"].implode()))[0]
+    quiet = customers.filter(~customers.is_in(held_out["customer_id"].implode())
+                             & (customers != GOOD["customer_id"]))[0]
     unknown = [good(customer_id=10**12), good(customer_id=quiet, terminal_id=10**12),
                good(customer_id=10**12 + 1, terminal_id=10**12)]
     response = client.post("/predict_batch", json={"transactions": unknown,
