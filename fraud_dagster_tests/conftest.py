@@ -124,13 +124,14 @@ def shared_project(tmp_path_factory):
         yield project
 
 
-EXPENSIVE_FIXTURES = {"shared_project", "postgres_server", "redis_server"}
-"""A test that uses one of these (directly or through another fixture) is ``slow``."""
+EXPENSIVE_FIXTURES = {"shared_project", "postgres_server"}
+"""A test that uses one of these (directly or through another fixture) is ``slow``. Not
+``redis_server``: Redis starts in well under a second."""
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(items):
-    """Mark ``slow`` every test that needs the shared trained project or a real server, besides
+    """Mark ``slow`` every test that needs the shared trained project or PostgreSQL, besides
     those marked by hand (their own ingest and training, servers, daemons, processes): the
     quick subset, ``-m "not slow"``, is what is left."""
     for item in items:
