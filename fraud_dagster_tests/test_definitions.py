@@ -102,6 +102,7 @@ def test_an_interrupted_write_leaves_the_previous_file(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == [path.name]
 
 
+@pytest.mark.slow  # runs the README command in a new process
 def test_the_readme_command_runs_the_pipeline_into_dagster_home(tmp_path, monkeypatch):
     """What the README's quick start does, in a copy of the project folder's instance config."""
     home = tmp_path / "home"

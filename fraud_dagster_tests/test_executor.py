@@ -47,6 +47,7 @@ def test_an_unknown_executor_is_refused_saying_which_exist(monkeypatch):
         ingest_job_from_environment()
 
 
+@pytest.mark.slow  # a run whose steps are processes of their own
 def test_multiprocess_runs_independent_steps_of_one_run_at_the_same_time(tmp_path, monkeypatch):
     monkeypatch.setenv("FRAUD_EXECUTOR", "multiprocess")
     monkeypatch.setenv("FRAUD_MAX_CONCURRENT_STEPS", "4")

@@ -216,6 +216,7 @@ def test_vectorised_states_equal_the_plain_definition_day_by_day(history, labels
         assert_frame_equal(got, expected, check_dtypes=False)
 
 
+@pytest.mark.slow  # ingests 51 days
 def test_features_asset_reads_the_history_window(simulator_defs, instance, assets_dir):
     first, last = dt.date(2025, 1, 1), dt.date(2025, 2, 20)
     assert run_ingest(simulator_defs, instance, first, last).success

@@ -5,6 +5,7 @@ import datetime as dt
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from fraud_dagster.assets.model import labelled_features
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
@@ -23,6 +24,7 @@ def day(n: int) -> dt.date:
     return D + dt.timedelta(days=n)
 
 
+@pytest.mark.slow  # ingests two weeks, then their labels, in several runs
 def test_label_files_arrive_later_and_count_from_the_day_they_report(
         landing_defs, instance, landing_dir, assets_dir):
     simulator = Simulator(SimulatorConfig(n_customers=60, n_terminals=120))

@@ -516,6 +516,7 @@ def _rejected_kinds(folder, tmp_path):
     ]
 
 
+@pytest.mark.slow  # 37 kinds of files ingested, in several runs
 def test_every_kind_of_landing_file_is_ingested_rejected_or_reported(
     daemon, landing_dir, assets_dir, alerts_file, tmp_path
 ):

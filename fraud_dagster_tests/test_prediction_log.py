@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
+import pytest
 
 from fraud_dagster.serving.prediction_log import (
     MAX_OPEN_DAYS, PredictionLog, read_day, read_since)
@@ -45,6 +46,7 @@ def ids_read_by_another_process(folder: Path, day: dt.date) -> list[int]:
     return json.loads(run_python(READ_ELSEWHERE, str(folder), day.isoformat()).stdout)
 
 
+@pytest.mark.slow  # reads in new processes
 def test_every_appended_row_is_readable_as_soon_as_append_returns_in_any_process(tmp_path):
     log = PredictionLog(tmp_path)
     log.append(served_rows(DAY, 10))

@@ -28,6 +28,7 @@ def test_a_scaled_config_multiplies_customers_terminals_and_every_fraud_count():
     assert base.scaled(1) == base
 
 
+@pytest.mark.slow  # simulates a week at ten times the population
 def test_at_scale_10_a_day_has_about_100_000_transactions_and_the_same_fraud_rate():
     small = Simulator(SimulatorConfig()).days(*WEEK)
     large = SimulatorSource(scale=10).read_days(*WEEK)
@@ -46,6 +47,7 @@ def test_backfills_are_one_run_at_scale_1_and_runs_of_fewer_days_as_the_scale_gr
     assert backfill_policy_for(1_000).max_partitions_per_run == 1
 
 
+@pytest.mark.slow  # loads the definitions in a new process
 def test_fraud_simulator_scale_sets_the_simulator_and_the_daily_assets_backfill_policy():
     """The definitions a code location loads with FRAUD_SIMULATOR_SCALE=10 (a fresh process:
     the policy is read when the modules are imported, like the partitions' dates)."""

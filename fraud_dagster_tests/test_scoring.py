@@ -309,6 +309,7 @@ def test_response_bodies_keep_every_float_exactly(history, tmp_path):
     assert single == {**model, **frame.head(1).drop("features").to_dicts()[0]}
 
 
+@pytest.mark.slow  # imports the serving package in a new process
 def test_the_serving_package_imports_neither_dagster_nor_bentoml():
     """The service's runtime is plain Python: BentoML wires it in, a plain FastAPI app can too."""
     probe = ("import sys, fraud_dagster.serving.api, fraud_dagster.serving.microbatch,"

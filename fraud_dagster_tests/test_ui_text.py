@@ -109,6 +109,7 @@ def test_every_model_asset_is_in_the_retrain_pool_counted_per_run(tmp_path):
         assert pools.default_pool_limit == 1
 
 
+@pytest.mark.slow  # loads the definitions in a new process
 def test_loading_the_definitions_prints_no_beta_or_preview_warning_blocks(tmp_path):
     """Eight blocks of them used to come before a run's first line; other warnings still show."""
     import os
