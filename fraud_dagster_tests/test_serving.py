@@ -78,6 +78,8 @@ def started(project, held_out, tmp_path_factory):
     under new ids) would change the features it gives the day's later ones, in whatever order
     the tests run."""
     folder = tmp_path_factory.mktemp("server")
+    client = MlflowClient(f"sqlite:///{project.data_dir / 'mlflow' / 'mlflow.db'}")
+    champion = registry.load_version(client, registry.alias_version(client, registry.CHAMPION))
     served = BentoServer(project.bentoml_home, project.data_dir, folder / "server.log",
                          FRAUD_API_TOKEN=TOKEN, FRAUD_MAX_BATCH_SIZE=str(MAX_BATCH),
                          FRAUD_MAX_REQUEST_BYTES=str(MAX_BYTES),
@@ -88,7 +90,8 @@ def started(project, held_out, tmp_path_factory):
                               headers={"Authorization": f"Bearer {TOKEN}"},
                               json={"transactions": request_rows(held_out),
                                     "include_features": True})
-        yield served, response
+        assert response.json()["model_version"] == champion.version
+        yield served, response, champion
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +122,9 @@ def held_out(project):
 
 
 @pytest.fixture(scope="module")
-def champion(project):
-    client = MlflowClient(f"sqlite:///{project.data_dir / 'mlflow' / 'mlflow.db'}")
-    return registry.load_version(client, registry.alias_version(client, registry.CHAMPION))
+def champion(started):
+    """The champion the server started with: tests that retrain may promote another later."""
+    return started[2]
 
 
 GOOD = {"transaction_id": 7, "tx_datetime": "2025-03-15T14:03:07", "customer_id": 3,
