@@ -652,9 +652,10 @@ def test_a_missing_model_store_stops_start_up_with_a_clear_message(tmp_path):
     ({"FRAUD_WORKERS": "2"}, "FRAUD_WORKERS=2 with FRAUD_ONLINE_STORE=memory"),
     ({"FRAUD_ONLINE_STORE": "sqlite"}, "FRAUD_ONLINE_STORE must be one of memory, redis"),
     ({"FRAUD_ONLINE_STORE": "redis"}, "FRAUD_ONLINE_STORE=redis needs FRAUD_REDIS_URL"),
+    ({"FRAUD_ACCESS_LOG": "yes"}, "FRAUD_ACCESS_LOG must be 0, 1 or all, not 'yes'"),
 ])
-def test_a_store_setting_that_cannot_work_stops_start_up_saying_why(project, tmp_path, env,
-                                                                     message):
+def test_a_setting_that_cannot_work_stops_start_up_saying_why(project, tmp_path, env,
+                                                              message):
     served = BentoServer(project.bentoml_home, tmp_path / "data", tmp_path / "server.log", **env)
     assert served.exit_code() != 0
     assert message in served.output()
@@ -837,3 +838,35 @@ def test_poison_rows_are_refused_before_scoring_and_never_break_a_micro_batch(
     assert "scoring each alone" not in output and "Traceback" not in output
     logged_ids = sorted(logged(data_dir)["transaction_id"].to_list())
     assert logged_ids == sorted(r["transaction_id"] for r in rows)  # poison never scored
+
+
+# Per-request costs of the scoring paths
+
+def access_logged_paths(output: str) -> set[str]:
+    return {line.split("path=", 1)[1].split(",", 1)[0] for line in output.splitlines()
+            if "(scheme=http,method=" in line}
+
+
+def test_the_scoring_paths_are_neither_access_logged_nor_traced_by_default(server, client):
+    """BentoML's access-log line and OpenTelemetry span cost, per request, about what scoring
+    one costs in a micro-batch; the prediction log records every scored transaction."""
+    scored = client.post("/predict", json=good())
+    batch = client.post("/predict_batch", json={"transactions": [good()]})
+    metadata = client.get("/metadata")
+    assert scored.status_code == batch.status_code == metadata.status_code == 200
+    assert "x-bentoml-request-id" not in scored.headers
+    assert "x-bentoml-request-id" not in batch.headers
+    paths = access_logged_paths(server.output())
+    assert "/metadata" in paths
+    assert not paths & {"/predict", "/predict_batch"}
+
+
+def test_every_path_is_access_logged_and_traced_when_asked(project, tmp_path):
+    served = BentoServer(project.bentoml_home, tmp_path / "data", tmp_path / "server.log",
+                         FRAUD_FEATURE_STATE_DIR=str(tmp_path / "no_states"),
+                         FRAUD_ACCESS_LOG="all", FRAUD_UNTRACED_PATHS="")
+    with served.running(), httpx.Client(base_url=served.url, timeout=120) as http:
+        scored = http.post("/predict", json=good())
+        assert scored.status_code == 200
+        assert scored.headers["x-bentoml-request-id"]
+    assert "/predict" in access_logged_paths(served.output())
