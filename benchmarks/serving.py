@@ -21,7 +21,7 @@ flagged (``stream_exhausted``).
 Measurements, one JSON line each, every one with p50/p99, throughput, errors, the machine's load
 average and the share of CPU time the hypervisor stole meanwhile (``cpu_steal_percent``):
 
-- in process (``floor``, a subprocess, polars on one thread as the service runs it), on a
+- in process (``floor``, a subprocess), on a
   ``MemoryStore`` and on a ``RedisStore`` against a ``redis-server`` the benchmark starts on a
   free loopback port: one row *scored* (``score_features`` + ``Scorer.score``), *answered
   without the log* (``answer_jobs`` and the ``/predict`` body) and *answered* (also the
@@ -61,16 +61,10 @@ import tempfile
 import time
 from pathlib import Path
 
-# What fraud_service sets for itself, given to the baseline and the in-process runs too, so the
-# comparison is of the serving layers (before polars is imported).
-SERVER_ENV = {"POLARS_MAX_THREADS": "1"}
-if len(sys.argv) > 1 and sys.argv[1] in ("fastapi", "floor"):
-    os.environ.update(SERVER_ENV)
-
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
-from fastapi import FastAPI, Request, Response  # noqa: E402
-from starlette.concurrency import run_in_threadpool  # noqa: E402
+import numpy as np
+import polars as pl
+from fastapi import FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -365,7 +359,7 @@ def start_fastapi(model_dir: Path, port: int, log: Path, max_batch: int) -> subp
         return subprocess.Popen(
             [sys.executable, __file__, "fastapi", "--model-dir", str(model_dir),
              "--port", str(port)],
-            env={**os.environ, **SERVER_ENV, "FRAUD_MAX_BATCH_SIZE": str(max_batch)},
+            env={**os.environ, "FRAUD_MAX_BATCH_SIZE": str(max_batch)},
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -508,7 +502,7 @@ def run_in_process(model_dir: Path, backend: str, redis_url: str | None, rows: i
                "--store", backend, "--rows", str(rows), "--batches", str(batches)]
     if redis_url:
         command += ["--redis-url", redis_url]
-    done = subprocess.run(command, env={**os.environ, **SERVER_ENV}, check=True,
+    done = subprocess.run(command, check=True,
                           capture_output=True, text=True)
     records = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     for record in records:
