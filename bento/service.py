@@ -251,7 +251,7 @@ class FraudService:
             f" {store.state_date}. See bento/README.md.",
             version=service_version(),
             example=example_transaction(store.state_date, store.newest_transaction,
-                                        2**62 + secrets.randbelow(2**62 - 1))))
+                                        2**52 + secrets.randbelow(2**52 - 2))))
 
     @bentoml.on_shutdown
     def close(self) -> None:

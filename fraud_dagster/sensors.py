@@ -17,7 +17,7 @@ from fraud_dagster.alerts import AlertSink
 from fraud_dagster.assets.model import FraudModelConfig, newest_labelled_day, plan_of
 from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.core.landing import Decision
-from fraud_dagster.jobs import ingest_job, retrain_job
+from fraud_dagster.jobs import daily_job, ingest_job, retrain_job
 from fraud_dagster.assets.labels import FraudLabelsConfig
 from fraud_dagster.assets.transactions import LandingFileToTake, RawTransactionsConfig
 from fraud_dagster.rejections import LandingRejection, LandingRejectionsConfig, landing_rejections_job
@@ -326,6 +326,21 @@ class DriftPolicy(dg.ConfigurableResource):
         return "; ".join(reasons) or None
 
 
+_TRAINING_INPUTS = {dg.AssetKey("transaction_features"), dg.AssetKey("fraud_labels")}
+_IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+                dg.DagsterRunStatus.CANCELING]
+
+
+def _runs_writing_training_inputs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    """Runs not finished that materialise transaction_features or fraud_labels: a UI backfill
+    or Materialize (its asset selection), ``ingest_job`` or ``daily_job`` (whole jobs, whose runs
+    carry no asset selection)."""
+    return [run for run in instance.get_runs(filters=dg.RunsFilter(statuses=_IN_PROGRESS))
+            if run.job_name in (ingest_job.name, daily_job.name)
+            or _TRAINING_INPUTS & set(run.asset_selection or ())]
+
+
 @dg.sensor(
     name="drift_sensor",
     job=retrain_job,
@@ -384,7 +399,17 @@ def drift_sensor(
             labelled = newest_labelled_day(context.instance)
         except dg.Failure:
             labelled = None
-        if labelled is not None and labelled >= dt.date.fromisoformat(pending["until"]):
+        writing = _runs_writing_training_inputs(context.instance) if (
+            labelled is not None and labelled >= dt.date.fromisoformat(pending["until"])) else []
+        if writing:
+            # fraud_labels reached the day inside a run that is still going (a backfill's one
+            # run stores fraud_labels minutes before its transaction_features and drift_report):
+            # the retrain would read days that run has not written yet.
+            said.append(
+                f"drift on {pending['day']}: fraud_labels reached {labelled}; the retrain waits"
+                f" for run {', '.join(r.run_id[:8] for r in writing)} to finish, which still"
+                " writes transaction_features or fraud_labels")
+        elif labelled is not None and labelled >= dt.date.fromisoformat(pending["until"]):
             requests.append(dg.RunRequest(
                 run_key=f"drift-{pending['day']}",
                 run_config=dg.RunConfig(

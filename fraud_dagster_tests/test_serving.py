@@ -216,6 +216,29 @@ def test_swagger_at_the_root_documents_every_endpoint(client):
     assert any("top_contributions" in json.dumps(s) for s in schemas.values())
 
 
+def test_swagger_ui_can_parse_the_document_no_key_twice(client):
+    """Swagger UI parses /docs.json as YAML, which refuses a key given twice ("Parser error:
+    duplicated mapping key", nothing rendered); Python's json keeps the last one silently. Two
+    "400"s came from BentoML's int response keys beside the service's str ones."""
+    def no_repeats(pairs):
+        keys = [key for key, _ in pairs]
+        assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
+        return dict(pairs)
+
+    spec = json.loads(client.get("/docs.json").text, object_pairs_hook=no_repeats)
+    for path in ("/predict", "/predict_batch"):
+        responses = spec["paths"][path]["post"]["responses"]
+        assert responses["400"]["description"].startswith("Invalid transaction(s)")
+        assert "404" not in responses  # BentoML's, never answered by these endpoints
+    # ...and reads numbers as JavaScript does (doubles): the examples' ids must survive that,
+    # or Swagger shows and sends a rounded id and both examples send the same one (409).
+    ids = [spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"][
+        "example"]["transaction_id"]] + [t["transaction_id"] for t in spec["paths"][
+            "/predict_batch"]["post"]["requestBody"]["content"]["application/json"]["example"][
+            "transactions"]]
+    assert [int(float(i)) for i in ids] == ids and len(set(ids)) == 2, ids
+
+
 def test_swagger_names_the_service_its_example_is_accepted_and_its_errors_are_as_answered(
     client,
 ):

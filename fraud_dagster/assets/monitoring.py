@@ -125,6 +125,13 @@ DAILY_REPORT = {
 }
 
 
+def _drifted_columns(summary) -> dg.MetadataValue:
+    """The drifted columns with their scores, or a line saying that none drifted."""
+    if summary.drifted.is_empty():
+        return dg.MetadataValue.text(f"No drifted columns (0 of {summary.n_columns}).")
+    return as_table(summary.drifted)
+
+
 @dg.asset(deps=[FRAUD_LABELS], **DAILY_REPORT)
 def drift_report(
     context: dg.AssetExecutionContext,
@@ -198,7 +205,7 @@ def _report_output(context: dg.AssetExecutionContext, rows: list[dict], champion
                 "share_drifted_columns": float(row["share_drifted_columns"]),
                 "dataset_drift": bool(row["dataset_drift"]),
                 "html_report": dg.MetadataValue.path(row["html_report"]),
-                "drifted_columns": as_table(summaries[day].drifted),
+                "drifted_columns": _drifted_columns(summaries[day]),
             }
             for key, value in row.items():
                 if key.startswith(("labelled_", "served_")) and value is not None:

@@ -36,6 +36,7 @@ from fraud_dagster.serving.store import FeatureStore, Refused
 MAX_BATCH_SIZE = int(os.environ.get("FRAUD_MAX_BATCH_SIZE", "10000"))
 """Most transactions one ``/predict_batch`` request may carry (``FRAUD_MAX_BATCH_SIZE``)."""
 _INT64_MAX = 2**63 - 1
+_JS_SAFE_MAX = 2**53 - 1  # Number.MAX_SAFE_INTEGER
 EARLIEST, LATEST = dt.datetime(1970, 1, 1), dt.datetime(2100, 1, 1)
 """Timestamps a request may carry, on both endpoints: a card transaction outside them is a
 client's bug (year 0000 would not even fit Python's ``datetime``)."""
@@ -121,8 +122,11 @@ def openapi_document(spec: dict, *, title: str, description: str, version: str,
     and version (BentoML's says "a Machine Learning Service created with BentoML", version None),
     a request example the service accepts (``example``, a transaction it would score now), and
     the error bodies the prediction endpoints really answer."""
-    if not 0 <= example["transaction_id"] < _INT64_MAX:
-        raise ValueError("the example's transaction_id and the next must be int64 ids")
+    if not 0 <= example["transaction_id"] < _JS_SAFE_MAX:
+        # Swagger UI reads the document in JavaScript, whose numbers hold integers exactly only
+        # up to 2**53 - 1: a larger id is shown and sent rounded, and id + 1 rounds to the same
+        # number (the /predict_batch example then gets 409 after /predict's was tried).
+        raise ValueError("the example's transaction_id and the next must be below 2**53 - 1")
     spec = {**spec, "info": {"title": title, "description": description, "version": version}}
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for model in (ErrorBody, GuardError):
@@ -136,7 +140,11 @@ def openapi_document(spec: dict, *, title: str, description: str, version: str,
     for path, body in examples.items():
         operation = spec["paths"][path]["post"]
         operation["requestBody"]["content"]["application/json"]["example"] = body
-        responses = operation["responses"]
+        # BentoML's keys are ints (400, 404): as strings, so that the 400 below replaces its own
+        # instead of sitting beside it as a second "400" key in the JSON, which Swagger UI
+        # refuses to render ("Parser error: duplicated mapping key").
+        responses = operation["responses"] = {
+            str(status): body for status, body in operation["responses"].items()}
         responses.pop("404", None)
         for status, (text, model) in _REFUSALS.items():
             responses[str(status)] = {"description": text, "content": {"application/json": {
