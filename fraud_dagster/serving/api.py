@@ -274,7 +274,8 @@ def _plain_batch(body: bytes) -> ScoringJob | None:
     if not stamps.str.contains(_PLAIN_DATETIME).all():
         return None
     try:
-        parsed = stamps.str.strptime(REQUEST_DTYPES["tx_datetime"], "%Y-%m-%dT%H:%M:%S%.f")
+        parsed = stamps.str.strptime(REQUEST_DTYPES["tx_datetime"], "%Y-%m-%dT%H:%M:%S%.f",
+                                     cache=False)  # a batch's timestamps rarely repeat
     except pl.exceptions.PolarsError:  # a day that does not exist
         return None
     if not parsed.is_between(EARLIEST, LATEST, closed="left").all():
