@@ -870,26 +870,26 @@ def access_logged_paths(output: str) -> set[str]:
             if "(scheme=http,method=" in line}
 
 
-def test_the_scoring_paths_are_neither_access_logged_nor_traced_by_default(server, client):
-    """BentoML's access-log line and OpenTelemetry span cost, per request, about what scoring
-    one costs in a micro-batch; the prediction log records every scored transaction."""
-    scored = client.post("/predict", json=good())
-    batch = client.post("/predict_batch", json={"transactions": [good()]})
-    metadata = client.get("/metadata")
-    assert scored.status_code == batch.status_code == metadata.status_code == 200
-    assert "x-bentoml-request-id" not in scored.headers
-    assert "x-bentoml-request-id" not in batch.headers
-    paths = access_logged_paths(server.output())
-    assert "/metadata" in paths
-    assert not paths & {"/predict", "/predict_batch"}
-
-
-def test_every_path_is_access_logged_and_traced_when_asked(project, tmp_path):
+@pytest.mark.parametrize("env, scoring_paths_seen", [
+    ({}, False),
+    ({"FRAUD_ACCESS_LOG": "all", "FRAUD_UNTRACED_PATHS": ""}, True),
+])
+def test_the_scoring_paths_are_access_logged_and_traced_only_when_asked(
+    project, tmp_path, env, scoring_paths_seen
+):
+    """By default neither: BentoML's access-log line and OpenTelemetry span cost, per request,
+    about what scoring one costs in a micro-batch, and the prediction log records every scored
+    transaction. The log is read once the server has stopped (its output is buffered)."""
     served = BentoServer(project.bentoml_home, tmp_path / "data", tmp_path / "server.log",
-                         FRAUD_FEATURE_STATE_DIR=str(tmp_path / "no_states"),
-                         FRAUD_ACCESS_LOG="all", FRAUD_UNTRACED_PATHS="")
+                         FRAUD_FEATURE_STATE_DIR=str(tmp_path / "no_states"), **env)
     with served.running(), httpx.Client(base_url=served.url, timeout=120) as http:
         scored = http.post("/predict", json=good())
-        assert scored.status_code == 200
-        assert scored.headers["x-bentoml-request-id"]
-    assert "/predict" in access_logged_paths(served.output())
+        batch = http.post("/predict_batch", json={"transactions": [good()]})
+        metadata = http.get("/metadata")
+    assert scored.status_code == batch.status_code == metadata.status_code == 200
+    assert ("x-bentoml-request-id" in scored.headers) is scoring_paths_seen
+    assert ("x-bentoml-request-id" in batch.headers) is scoring_paths_seen
+    paths = access_logged_paths(served.output())
+    assert "/metadata" in paths
+    assert ({"/predict", "/predict_batch"} <= paths) is scoring_paths_seen
+    assert (not paths & {"/predict", "/predict_batch"}) is not scoring_paths_seen
