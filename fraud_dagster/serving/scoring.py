@@ -266,10 +266,14 @@ class Scorer:
             return probability, explained, z[explained] * self.classifier.coef_[0]
         return probability, explained, None
 
+    def flagged(self, probability: np.ndarray) -> np.ndarray:
+        """``is_fraud``: the probability at or above the tuned threshold."""
+        return probability >= self.threshold
+
     def _explained(self, probability: np.ndarray, explain: np.ndarray | None) -> np.ndarray:
         if explain is None:
             return np.ones(len(probability), dtype=bool)
-        return explain | (probability >= self.threshold)
+        return explain | self.flagged(probability)
 
     def score(self, features: Features, explain: np.ndarray | None = None) -> Scored:
         """Score transactions' features; contributions for the flagged rows and those
@@ -283,7 +287,7 @@ class Scorer:
         # What the pipeline's predict_proba does (resampling skipped), without its per-call
         # overhead, which is most of the time on a single row.
         probability, explained, contributions = self._predict(self._classifier_input(x), explain)
-        return Scored(features, names, x, probability, probability >= self.threshold, explained,
+        return Scored(features, names, x, probability, self.flagged(probability), explained,
                       contributions)
 
 
