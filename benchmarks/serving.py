@@ -21,18 +21,20 @@ flagged (``stream_exhausted``).
 Measurements, one JSON line each, every one with p50/p99, throughput, errors, the machine's load
 average and the share of CPU time the hypervisor stole meanwhile (``cpu_steal_percent``):
 
-- in process (``floor``, a subprocess, polars on one thread as the service runs it), on a
+- in process (``floor``, a subprocess), on a
   ``MemoryStore`` and on a ``RedisStore`` against a ``redis-server`` the benchmark starts on a
   free loopback port: one row *scored* (``score_features`` + ``Scorer.score``), *answered
   without the log* (``answer_jobs`` and the ``/predict`` body) and *answered* (also the
   prediction-log append, a ``PredictionLog`` in a temporary folder, as the service logs), each
-  over ``--rows`` rows; the same for whole-day batches (rows/s);
+  over ``--rows`` rows; the same for whole-day batches (rows/s), explaining the flagged rows as
+  ``/predict_batch`` does by default, and answered explaining every row (``"explain": "all"``);
 - ``bentoml serve`` from ``bento/`` (memory store, one worker) and the baseline, a plain FastAPI
   app on uvicorn doing the same work per request (the same pydantic models, its own
   ``MemoryStore`` loaded with the same state and the same ``Scorer``, answers through the same
   ``answer_jobs`` and bodies; batches read through pydantic; no micro-batching, no prediction
   log, no token or size checks): closed-loop ``/predict`` at concurrency 1, 8 and 32, and
-  ``/predict_batch`` with whole-day batches at concurrency 1 (rows/s);
+  ``/predict_batch`` with whole-day batches at concurrency 1 (rows/s), by default and with
+  ``"explain": "all"``;
 - ``bentoml serve`` with ``FRAUD_ONLINE_STORE=redis``, one worker and two, ``/predict`` at
   concurrency 1 and 32, and how much the Redis backend costs against the memory store (p50 and
   req/s).
@@ -59,16 +61,10 @@ import tempfile
 import time
 from pathlib import Path
 
-# What fraud_service sets for itself, given to the baseline and the in-process runs too, so the
-# comparison is of the serving layers (before polars is imported).
-SERVER_ENV = {"POLARS_MAX_THREADS": "1"}
-if len(sys.argv) > 1 and sys.argv[1] in ("fastapi", "floor"):
-    os.environ.update(SERVER_ENV)
-
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
-from fastapi import FastAPI, Request, Response  # noqa: E402
-from starlette.concurrency import run_in_threadpool  # noqa: E402
+import numpy as np
+import polars as pl
+from fastapi import FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -187,11 +183,13 @@ class Stream:
                 for i, t, c, term, a in template)
         return bodies[:n]
 
-    def batch_body(self, k: int) -> bytes:
-        """Pass ``k`` as one ``/predict_batch`` body."""
+    def batch_body(self, k: int, explain_all: bool = False) -> bytes:
+        """Pass ``k`` as one ``/predict_batch`` body (explaining the flagged rows, the default,
+        or every row)."""
         frame = self.frame(k).with_columns(
             pl.col("tx_datetime").dt.to_string("%Y-%m-%dT%H:%M:%S%.6f"))
-        return b'{"transactions":' + frame.write_json().encode() + b"}"
+        return (b'{"transactions":' + frame.write_json().encode()
+                + (b',"explain":"all"}' if explain_all else b"}"))
 
 
 # A small HTTP/1.1 keep-alive client -----------------------------------------------------------
@@ -361,7 +359,7 @@ def start_fastapi(model_dir: Path, port: int, log: Path, max_batch: int) -> subp
         return subprocess.Popen(
             [sys.executable, __file__, "fastapi", "--model-dir", str(model_dir),
              "--port", str(port)],
-            env={**os.environ, **SERVER_ENV, "FRAUD_MAX_BATCH_SIZE": str(max_batch)},
+            env={**os.environ, "FRAUD_MAX_BATCH_SIZE": str(max_batch)},
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -378,9 +376,9 @@ def fastapi_app(model_dir: Path):
     store = MemoryStore()
     store.load_state(bundled_state(model_dir))
 
-    def answer(rows: list[tuple], include_features: bool = False):
+    def answer(rows: list[tuple], include_features: bool = False, explain_all: bool = True):
         [answered] = answer_jobs(scorer, store, [ScoringJob(transactions_frame(rows),
-                                                            include_features)])
+                                                            include_features, explain_all)])
         return answered
 
     def refused(answered: Refused, single: bool) -> Response:
@@ -403,7 +401,7 @@ def fastapi_app(model_dir: Path):
     async def predict_batch(request: Request) -> Response:
         batch = BatchRequest.model_validate_json(await request.body())
         answered = await run_in_threadpool(answer, request_rows(batch.transactions),
-                                           batch.include_features)
+                                           batch.include_features, batch.explain == "all")
         if isinstance(answered, Refused):
             return refused(answered, single=False)
         return Response(batch_body(answered), media_type="application/json")
@@ -425,7 +423,7 @@ def in_process(model_dir: Path, backend: str, redis_url: str | None, n: int,
     """One row scored, answered without and with the log, ``n`` rows each; then ``batches``
     whole-day batches scored, and as many answered; on a fresh store of ``backend``."""
     from fraud_dagster.serving.api import (
-        SMALL_ANSWER_ROWS, ScoringJob, answer_jobs, prediction_body)
+        SMALL_ANSWER_ROWS, ScoringJob, answer_jobs, batch_body, prediction_body)
     from fraud_dagster.serving.prediction_log import PredictionLog, scored_rows
     from fraud_dagster.serving.scoring import Scorer, bundled_state, transactions_frame
     from fraud_dagster.serving.store import MemoryStore
@@ -446,7 +444,7 @@ def in_process(model_dir: Path, backend: str, redis_url: str | None, n: int,
     rows = stream.rows_of(0, warm + 3 * n)
     frames = [transactions_frame([row]) for row in rows]
     after_singles = math.ceil(len(rows) / stream.rows)
-    batch_frames = [stream.frame(after_singles + k) for k in range(1 + 2 * batches)]
+    batch_frames = [stream.frame(after_singles + k) for k in range(1 + 3 * batches)]
 
     with tempfile.TemporaryDirectory(prefix="serving_benchmark_log_") as folder:
         log = PredictionLog(Path(folder))
@@ -466,9 +464,14 @@ def in_process(model_dir: Path, backend: str, redis_url: str | None, n: int,
             [answer] = answer_jobs(scorer, store, [ScoringJob(frame)], on_scored=on_scored)
             return prediction_body(answer)
 
-        def batch_answered(frame):
-            [answer] = answer_jobs(scorer, store, [ScoringJob(frame)], on_scored=on_scored)
-            return answer
+        def batch_scored(frame):  # explaining the flagged rows, as /predict_batch by default
+            features, _ = store.score_features(frame, SMALL_ANSWER_ROWS)
+            return scorer.score(features, np.zeros(features.height, dtype=bool))
+
+        def batch_answered(frame, explain_all=False):
+            [answer] = answer_jobs(scorer, store, [ScoringJob(frame, explain_all=explain_all)],
+                                   on_scored=on_scored)
+            return batch_body(answer)
 
         for frame in frames[:warm]:
             answered(frame)
@@ -482,7 +485,9 @@ def in_process(model_dir: Path, backend: str, redis_url: str | None, n: int,
                   "errors": 0, "cpu_steal_percent": steal, "load_1m": load_now()})
         batch = iter(batch_frames)
         batch_answered(next(batch))  # warm-up: the first whole-day query
-        for what, call in (("scored", scored), ("answered", batch_answered)):
+        for what, call in (("scored", batch_scored), ("answered", batch_answered),
+                           ("answered, every row explained",
+                            functools.partial(batch_answered, explain_all=True))):
             times, steal = timed(call, batch, batches)
             emit({"server": "in_process", "store": backend, "what": f"whole-day batch {what}",
                   "rows_per_request": stream.rows, "requests": batches, **percentiles(times),
@@ -497,7 +502,7 @@ def run_in_process(model_dir: Path, backend: str, redis_url: str | None, rows: i
                "--store", backend, "--rows", str(rows), "--batches", str(batches)]
     if redis_url:
         command += ["--redis-url", redis_url]
-    done = subprocess.run(command, env={**os.environ, **SERVER_ENV}, check=True,
+    done = subprocess.run(command, check=True,
                           capture_output=True, text=True)
     records = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     for record in records:
@@ -508,9 +513,11 @@ def run_in_process(model_dir: Path, backend: str, redis_url: str | None, rows: i
 # Measuring a server ----------------------------------------------------------------------------
 
 
-def measure_server(name: str, port: int, singles: list[bytes], batches: list[bytes] | None,
-                   rows: int, seconds: float, warmup: float,
-                   concurrency: tuple[int, ...] = CONCURRENCY) -> list[dict]:
+def measure_server(name: str, port: int, singles: list[bytes],
+                   batches: tuple[list[bytes], list[bytes]] | None, rows: int, seconds: float,
+                   warmup: float, concurrency: tuple[int, ...] = CONCURRENCY) -> list[dict]:
+    """``/predict`` at each concurrency, then (``batches``: bodies explaining the flagged rows,
+    and bodies explaining every row) ``/predict_batch`` at concurrency 1, each way."""
     results = []
     stream = Requests("/predict", singles)
     for level in concurrency:
@@ -518,10 +525,11 @@ def measure_server(name: str, port: int, singles: list[bytes], batches: list[byt
                   **closed_loop(port, stream, level, seconds, warmup)}
         emit(record)
         results.append(record)
-    if batches is not None:
-        record = closed_loop(port, Requests("/predict_batch", batches), 1, seconds, warmup)
-        record = {"server": name, "endpoint": "/predict_batch", "rows_per_request": rows,
-                  **record, "rows_per_s": round(record["throughput_rps"] * rows)}
+    for bodies, explain in zip(batches or (), ("flagged", "all")):
+        record = closed_loop(port, Requests("/predict_batch", bodies), 1, seconds, warmup)
+        record = {"server": name, "endpoint": "/predict_batch", "explain": explain,
+                  "rows_per_request": rows, **record,
+                  "rows_per_s": round(record["throughput_rps"] * rows)}
         emit(record)
         results.append(record)
     return results
@@ -569,11 +577,13 @@ def main(argv: list[str] | None = None) -> int:
             batch_rate = max(r["rows_per_s"] for r in in_memory if "rows_per_s" in r)
             n_batches = math.ceil(BATCH_MARGIN * batch_rate / stream.rows
                                   * (args.warmup + args.seconds)) + 2
-            batches = [stream.batch_body(single_passes + k) for k in range(n_batches)]
+            batches = ([stream.batch_body(single_passes + k) for k in range(n_batches)],
+                       [stream.batch_body(single_passes + n_batches + k, explain_all=True)
+                        for k in range(n_batches)])
             emit({"singles_per_server": len(singles), "batches_per_server": n_batches,
-                  "batch_request_bytes": len(batches[0]),
+                  "batch_request_bytes": len(batches[0][0]),
                   "stream_days": [stream.first_day.isoformat(),
-                                  stream.day(single_passes + n_batches - 1).isoformat()]})
+                                  stream.day(single_passes + 2 * n_batches - 1).isoformat()]})
 
             empty_state_dir = tmp / "no_feature_state"
             empty_state_dir.mkdir()
@@ -638,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         one_row = next(r for r in in_memory if r["what"] == "one row scored")
         c1, c32 = by_level(ours, 1), by_level(ours, 32)
         base_32 = by_level(baseline, 32)
-        batch = next(r for r in ours if r["endpoint"] == "/predict_batch")
+        batch = next(r for r in ours if r.get("explain") == "flagged")
         checks = [
             ("one row scored in process (memory store): p99 <= 1 ms", one_row["p99_ms"], 1.0,
              one_row["p99_ms"] <= 1.0),

@@ -47,8 +47,7 @@ class RequestGuard:
         self.max_header_bytes = max_header_bytes
         self.body_timeout = body_timeout
 
-    def _authorised(self, scope) -> bool:
-        headers = dict(scope["headers"])
+    def _authorised(self, headers: dict[bytes, bytes]) -> bool:
         scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
         return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token)
 
@@ -60,11 +59,11 @@ class RequestGuard:
         if header_bytes > self.max_header_bytes:
             return await _reply(send, 431, f"request line and headers over {self.max_header_bytes}"
                                 " bytes (FRAUD_MAX_HEADER_BYTES)", _CLOSE)
-        if self.token and scope["path"] in self.protected and not self._authorised(scope):
+        headers = dict(scope["headers"])
+        if self.token and scope["path"] in self.protected and not self._authorised(headers):
             return await _reply(send, 401, "missing or wrong API token: send the header"
                                 " 'Authorization: Bearer <token>' (FRAUD_API_TOKEN)",
                                 ((b"www-authenticate", b"Bearer"),))
-        headers = dict(scope["headers"])
         content_type = headers.get(b"content-type", b"application/json")
         media_type = content_type.split(b";")[0].strip().lower()  # media types ignore case
         if scope["path"] in self.protected and media_type not in (b"application/json", b""):

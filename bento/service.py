@@ -14,8 +14,11 @@ default the project's ``data/``), ``FRAUD_MODEL_TAG`` (default ``fraud_model:lat
 ``FRAUD_API_TOKEN`` (unset: no token), ``FRAUD_MAX_BATCH_SIZE``, ``FRAUD_MAX_REQUEST_BYTES``,
 ``FRAUD_MAX_HEADER_BYTES`` (16384), ``FRAUD_BODY_TIMEOUT_SECONDS`` (10),
 ``FRAUD_PREDICTION_LOG_FSYNC`` (``1``: the prediction log is synced to disk on every append),
+``FRAUD_ACCESS_LOG`` (``1``: BentoML's access log but for the scoring paths; ``all``; ``0``),
+``FRAUD_UNTRACED_PATHS`` (default the scoring paths; empty: trace every path),
 ``FRAUD_CONTRIBUTIONS`` (``approximate``, the default, or ``exact`` TreeSHAP: 50x slower),
-``POLARS_MAX_THREADS`` (default here 1).
+``POLARS_MAX_THREADS`` (polars' own default, a thread per core: a day's batch in half
+the time on two cores; a request's few rows are computed in plain Python).
 """
 
 from __future__ import annotations
@@ -28,19 +31,15 @@ import os
 import secrets
 from pathlib import Path
 
-# Before polars is imported: requests are scored one micro-batch at a time on one thread, and for
-# a request's few rows polars' thread pool costs more than it gives (single row: -25 %).
-os.environ.setdefault("POLARS_MAX_THREADS", "1")
+import bentoml
+import polars as pl
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
-import bentoml  # noqa: E402
-import polars as pl  # noqa: E402
-from fastapi import FastAPI  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import JSONResponse, Response  # noqa: E402
-
-from bento.guard import BENTOML_ERROR_LOGGER, ClientErrorsAreNotServerErrors, RequestGuard  # noqa: E402,E501
-from fraud_dagster.core.schema import REQUIRED_COLUMNS  # noqa: E402
-from fraud_dagster.serving.api import (  # noqa: E402
+from bento.guard import BENTOML_ERROR_LOGGER, ClientErrorsAreNotServerErrors, RequestGuard  # noqa: E501
+from fraud_dagster.core.schema import REQUIRED_COLUMNS
+from fraud_dagster.serving.api import (
     MAX_BATCH_SIZE,
     BatchPrediction,
     BatchRequest,
@@ -58,11 +57,11 @@ from fraud_dagster.serving.api import (  # noqa: E402
     read_transaction,
     refusal_body,
 )
-from fraud_dagster.serving.live import Live  # noqa: E402
-from fraud_dagster.serving.microbatch import MicroBatcher  # noqa: E402
-from fraud_dagster.serving.prediction_log import PredictionLog, scored_rows  # noqa: E402
-from fraud_dagster.serving.scoring import Scored, Scorer, transactions_frame  # noqa: E402
-from fraud_dagster.serving.store import Refused, open_store, store_settings_error  # noqa: E402
+from fraud_dagster.serving.live import Live
+from fraud_dagster.serving.microbatch import MicroBatcher
+from fraud_dagster.serving.prediction_log import PredictionLog, scored_rows
+from fraud_dagster.serving.scoring import Scored, Scorer
+from fraud_dagster.serving.store import Refused, open_store, store_settings_error
 
 DATA_DIR = Path(os.environ.get("FRAUD_DATA_DIR") or Path(__file__).resolve().parents[1] / "data")
 MODEL_TAG = os.environ.get("FRAUD_MODEL_TAG", "fraud_model:latest")
@@ -82,6 +81,16 @@ CONTRIBUTIONS = os.environ.get("FRAUD_CONTRIBUTIONS", "approximate")
 if CONTRIBUTIONS not in ("approximate", "exact"):
     raise SystemExit(f"FRAUD_CONTRIBUTIONS must be 'approximate' or 'exact', not {CONTRIBUTIONS!r}")
 EXACT_CONTRIBUTIONS = CONTRIBUTIONS == "exact"
+SCORING_PATHS = "/predict,/predict_batch"
+# Per request, BentoML's access-log line and OpenTelemetry span each cost about as much CPU as
+# scoring the request does in a micro-batch (bento/README.md, "Benchmark"): the scoring paths
+# have neither by default. The prediction log records every scored transaction.
+ACCESS_LOG = os.environ.get("FRAUD_ACCESS_LOG", "1")
+if ACCESS_LOG not in ("0", "1", "all"):
+    raise SystemExit(f"FRAUD_ACCESS_LOG must be 0, 1 or all, not {ACCESS_LOG!r}")
+UNLOGGED_PATHS = ["/metrics", "/healthz", "/livez", "/readyz",  # BentoML's own default
+                  *(SCORING_PATHS.split(",") if ACCESS_LOG == "1" else ())]
+UNTRACED_PATHS = os.environ.get("FRAUD_UNTRACED_PATHS", SCORING_PATHS) or None
 logger = logging.getLogger("bentoml.service.fraud")
 logging.getLogger(BENTOML_ERROR_LOGGER).addFilter(ClientErrorsAreNotServerErrors())
 extra_routes = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -93,8 +102,10 @@ class BatchInput(bentoml.IODescriptor, BatchRequest):
 
     @classmethod
     async def from_http_request(cls, request: Request, serde) -> BatchInput:
-        transactions, include_features = read_batch(await request.body())
-        return cls.model_construct(transactions=transactions, include_features=include_features)
+        job = read_batch(await request.body())
+        return cls.model_construct(transactions=job.transactions,
+                                   include_features=job.include_features,
+                                   explain="all" if job.explain_all else "flagged")
 
 
 class TransactionInput(bentoml.IODescriptor, Transaction):
@@ -127,8 +138,8 @@ def newest_model() -> tuple[str, Path]:
     http={"host": "127.0.0.1", "port": 3000},
     traffic={"timeout": 60},
     workers=WORKERS,
-    logging={"access": {"enabled": os.environ.get("FRAUD_ACCESS_LOG", "1") == "1"}},
-    tracing={"excluded_urls": os.environ.get("FRAUD_UNTRACED_PATHS") or None},
+    logging={"access": {"enabled": ACCESS_LOG != "0", "skip_paths": UNLOGGED_PATHS}},
+    tracing={"excluded_urls": UNTRACED_PATHS},
 )
 class FraudService:
     """Fraud probability, decision at the tuned threshold, model version and the features that
@@ -186,18 +197,20 @@ class FraudService:
         """Score one transaction, a flat JSON object with the validated schema's fields."""
         row = tuple(transaction[name] for name in REQUIRED_COLUMNS)
         try:
-            answered = await self.batcher.score(ScoringJob(transactions_frame([row])))
+            answered = await self.batcher.score(ScoringJob(row))
         except Refused as refused:
             return Response(refusal_body(refused, single=True), status_code=refused.status,
                             media_type="application/json")
         return Response(prediction_body(answered), media_type="application/json")
 
     @bentoml.api(route="/predict_batch", input_spec=BatchInput, output_spec=BatchPrediction)
-    async def predict_batch(self, transactions: pl.DataFrame,
-                            include_features: bool = False) -> Response:
-        """Score `{"transactions": [...]}` (at most FRAUD_MAX_BATCH_SIZE), answers in order."""
+    async def predict_batch(self, transactions: pl.DataFrame, include_features: bool = False,
+                            explain: str = "flagged") -> Response:
+        """Score `{"transactions": [...]}` (at most FRAUD_MAX_BATCH_SIZE), answers in order;
+        `top_contributions` for the flagged ones (`"explain": "all"`: for every one)."""
         try:
-            answered = await self.batcher.score(ScoringJob(transactions, include_features))
+            answered = await self.batcher.score(ScoringJob(
+                transactions, include_features, explain_all=explain == "all"))
         except Refused as refused:
             return Response(refusal_body(refused, single=False), status_code=refused.status,
                             media_type="application/json")
@@ -238,7 +251,7 @@ class FraudService:
             f" {store.state_date}. See bento/README.md.",
             version=service_version(),
             example=example_transaction(store.state_date, store.newest_transaction,
-                                        2**62 + secrets.randbelow(2**62 - 1))))
+                                        2**52 + secrets.randbelow(2**52 - 2))))
 
     @bentoml.on_shutdown
     def close(self) -> None:

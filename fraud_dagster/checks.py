@@ -10,10 +10,10 @@ import polars as pl
 from pandera.errors import SchemaErrors
 from pydantic import Field
 
-from fraud_dagster.core.reporting import markdown_table
 from fraud_dagster.core.schema import ValidatedTransaction
 from fraud_dagster.core.validation import quarantine_rate_by_day
 from fraud_dagster.partitions import daily_partitions, window_days
+from fraud_dagster.metadata import as_table
 
 VALIDATED = "validated_transactions"
 STORED_DAYS = dict(asset=VALIDATED, blocking=True, partitions_def=daily_partitions)
@@ -33,7 +33,7 @@ def schema_valid(validated_transactions: pl.DataFrame) -> dg.AssetCheckResult:
             passed=False,
             metadata={
                 "failures": len(exc.failure_cases),
-                "failure_cases": dg.MetadataValue.md(markdown_table(exc.failure_cases.head(20))),
+                "failure_cases": as_table(exc.failure_cases.head(20)),
             },
         )
     return dg.AssetCheckResult(passed=True, metadata={"failures": 0})
@@ -56,7 +56,7 @@ def quarantine_rate_below_threshold(
         metadata={
             "max_quarantine_rate": config.max_quarantine_rate,
             "worst_rate": float(per_day["quarantine_rate"].max() or 0.0),
-            "days_over_limit": dg.MetadataValue.md(markdown_table(too_many)),
+            "days_over_limit": as_table(too_many),
         },
     )
 
@@ -83,11 +83,3 @@ def timestamps_inside_day(
     days = validated_transactions["tx_datetime"].dt.date()
     outside = int((~days.is_between(first, last)).sum())
     return dg.AssetCheckResult(passed=outside == 0, metadata={"rows_outside_their_day": outside})
-
-
-validation_checks = [
-    schema_valid,
-    quarantine_rate_below_threshold,
-    transaction_ids_unique,
-    timestamps_inside_day,
-]

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from fraud_dagster import settings
 
-INFO_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+INFO_LOGS = {"console": {"config": {"log_level": "INFO"}}}
+"""The console logger at INFO: the model search's progress without Dagster's DEBUG events."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +47,9 @@ def _instance():
 
 
 def run_pipeline(start: dt.date, end: dt.date, train: bool, as_of: str | None) -> bool:
+    import dagster as dg
+
+    from fraud_dagster.assets.model import FraudModelConfig
     from fraud_dagster.definitions import defs
     from fraud_dagster.partitions import partition_range_tags
 
@@ -53,18 +57,18 @@ def run_pipeline(start: dt.date, end: dt.date, train: bool, as_of: str | None) -
         ingest = defs.resolve_job_def("ingest_job").execute_in_process(
             instance=instance,
             tags={**partition_range_tags(start, end), "fraud/trigger": "cli"},
-            run_config=INFO_LOGS,
+            run_config=dg.RunConfig(loggers=INFO_LOGS),
             raise_on_error=False,
         )
         print(f"ingest_job {start}..{end}: {'succeeded' if ingest.success else 'FAILED'}"
               f" (run {ingest.run_id})")
         if not ingest.success or not train:
             return ingest.success
-        config = {"as_of": as_of} if as_of else {}
+        ops = {"fraud_model": FraudModelConfig(as_of=as_of)} if as_of else {}
         retrain = defs.resolve_job_def("retrain_job").execute_in_process(
             instance=instance,
             tags={"fraud/trigger": "cli"},
-            run_config={**INFO_LOGS, "ops": {"fraud_model": {"config": config}}},
+            run_config=dg.RunConfig(ops=ops, loggers=INFO_LOGS),
             raise_on_error=False,
         )
         print(f"retrain_job: {'succeeded' if retrain.success else 'FAILED'} (run {retrain.run_id})")

@@ -17,7 +17,7 @@ from fraud_dagster import settings
 from fraud_dagster.alerts import AlertSink
 from fraud_dagster.assets.monitoring import ModelRegistry, PredictionLogStore
 from fraud_dagster.assets import features, labels, model, monitoring, serving, transactions
-from fraud_dagster.checks import validation_checks
+from fraud_dagster import checks
 from fraud_dagster.io_managers import DailyTables, PickleIOManager, PolarsParquetIOManager
 from fraud_dagster.jobs import daily_ingest, daily_job, ingest_job, retrain_job
 from fraud_dagster.rejections import landing_rejections_job
@@ -103,7 +103,7 @@ def make_definitions(resources: dict) -> dg.Definitions:
         assets=[*dg.load_assets_from_modules([transactions, labels, features, model, serving,
                                               monitoring]),
                 monitoring.prediction_log],
-        asset_checks=validation_checks,
+        asset_checks=dg.load_asset_checks_from_modules([checks]),
         jobs=[ingest_job, daily_job, retrain_job, landing_rejections_job],
         schedules=[daily_ingest],
         sensors=[landing_sensor, drift_sensor, run_failure_alerts, check_failure_alerts],

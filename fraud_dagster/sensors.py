@@ -17,8 +17,10 @@ from fraud_dagster.alerts import AlertSink
 from fraud_dagster.assets.model import FraudModelConfig, newest_labelled_day, plan_of
 from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.core.landing import Decision
-from fraud_dagster.jobs import ingest_job, retrain_job
-from fraud_dagster.rejections import landing_rejections_job
+from fraud_dagster.jobs import daily_job, ingest_job, retrain_job
+from fraud_dagster.assets.labels import FraudLabelsConfig
+from fraud_dagster.assets.transactions import LandingFileToTake, RawTransactionsConfig
+from fraud_dagster.rejections import LandingRejection, LandingRejectionsConfig, landing_rejections_job
 from fraud_dagster.partitions import daily_partitions, partition_range_tags
 from fraud_dagster.resources import LandingSource, TransactionSource
 
@@ -59,6 +61,18 @@ def _range_days(first: str, last: str) -> list[str]:
 
 def _digest(parts: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
+
+
+def _to_take(batch: list[Decision]) -> list[LandingFileToTake]:
+    return [LandingFileToTake(name=d.name, sha256=d.sha256, day=d.day.isoformat()) for d in batch]
+
+
+def _files_request(run_key: str, job, ops: dict[str, dg.Config],
+                   files: list[Decision], tags: dict[str, str]) -> dg.RunRequest:
+    """A run of ``job`` for landing ``files``, each op configured by its own config class."""
+    return dg.RunRequest(run_key=run_key, job_name=job.name, run_config=dg.RunConfig(ops=ops),
+                         tags={**tags,
+                               "fraud/landing_files": ", ".join(d.name for d in files)[:200]})
 
 
 @dg.sensor(
@@ -135,18 +149,10 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
         # From content (a corrected file is a new delivery) and signature (touching a file whose
         # run failed asks for a new run; an unchanged file is never requested twice).
         run_key = f"landing-{start}-{end}-{_digest([f'{d.key}:{d.signature}' for d in batch])}"
-        run_requests.append(dg.RunRequest(
-            run_key=run_key,
-            job_name=ingest_job.name,
-            run_config={"ops": {"raw_transactions": {"config": {"landing_files": [
-                {"name": d.name, "sha256": d.sha256, "day": d.day.isoformat()} for d in batch
-            ]}}}},
-            tags={
-                **partition_range_tags(start, end),
-                "fraud/trigger": "landing",
-                "fraud/landing_files": ", ".join(d.name for d in batch)[:200],
-            },
-        ))
+        run_requests.append(_files_request(
+            run_key, ingest_job, {"raw_transactions": RawTransactionsConfig(
+                landing_files=_to_take(batch))}, batch,
+            {**partition_range_tags(start, end), "fraud/trigger": "landing"}))
         for d in batch:
             requested[d.name] = {"sig": d.signature, "run_key": run_key, "day": d.day.isoformat()}
             if d.ignored_columns:
@@ -166,15 +172,10 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
         else:
             batch = sorted(label_takes, key=lambda d: d.name)
             run_key = f"labels-{start}-{end}-{_digest([f'{d.key}:{d.signature}' for d in batch])}"
-            run_requests.append(dg.RunRequest(
-                run_key=run_key,
-                job_name=ingest_job.name,
-                run_config={"ops": {"fraud_labels": {"config": {"label_files": [
-                    {"name": d.name, "sha256": d.sha256, "day": d.day.isoformat()} for d in batch
-                ]}}}},
-                tags={**partition_range_tags(start, end), "fraud/trigger": "landing_labels",
-                      "fraud/landing_files": ", ".join(d.name for d in batch)[:200]},
-            ))
+            run_requests.append(_files_request(
+                run_key, ingest_job, {"fraud_labels": FraudLabelsConfig(
+                    label_files=_to_take(batch))}, batch,
+                {**partition_range_tags(start, end), "fraud/trigger": "landing_labels"}))
             for d in batch:
                 requested[f"{folder.LABELS}/{d.name}"] = {
                     "sig": d.signature, "run_key": run_key, "day": start.isoformat(),
@@ -183,17 +184,12 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
     others += label_others
     if others:
         run_key = f"landing-rejects-{_digest([f'{d.key}:{d.signature}' for d in others])}"
-        run_requests.append(dg.RunRequest(
-            run_key=run_key,
-            job_name=landing_rejections_job.name,
-            run_config={"ops": {"reject_landing_files": {"config": {"files": [
-                {"name": d.name, "signature": d.signature, "reason": d.reason, "action": d.action,
-                 "folder": folder.LABELS if d in label_others else ""}
-                for d in others
-            ]}}}},
-            tags={"fraud/trigger": "landing",
-                  "fraud/landing_files": ", ".join(d.name for d in others)[:200]},
-        ))
+        run_requests.append(_files_request(
+            run_key, landing_rejections_job, {"reject_landing_files": LandingRejectionsConfig(
+                files=[LandingRejection(name=d.name, signature=d.signature, reason=d.reason,
+                                        action=d.action,
+                                        folder=folder.LABELS if d in label_others else "")
+                       for d in others])}, others, {"fraud/trigger": "landing"}))
         for d in others:
             key = f"{folder.LABELS}/{d.name}" if d in label_others else d.name
             requested[key] = {"sig": d.signature, "run_key": run_key, "day": None}
@@ -330,6 +326,21 @@ class DriftPolicy(dg.ConfigurableResource):
         return "; ".join(reasons) or None
 
 
+_TRAINING_INPUTS = {dg.AssetKey("transaction_features"), dg.AssetKey("fraud_labels")}
+_IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+                dg.DagsterRunStatus.CANCELING]
+
+
+def _runs_writing_training_inputs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    """Runs not finished that materialise transaction_features or fraud_labels: a UI backfill
+    or Materialize (its asset selection), ``ingest_job`` or ``daily_job`` (whole jobs, whose runs
+    carry no asset selection)."""
+    return [run for run in instance.get_runs(filters=dg.RunsFilter(statuses=_IN_PROGRESS))
+            if run.job_name in (ingest_job.name, daily_job.name)
+            or _TRAINING_INPUTS & set(run.asset_selection or ())]
+
+
 @dg.sensor(
     name="drift_sensor",
     job=retrain_job,
@@ -388,10 +399,21 @@ def drift_sensor(
             labelled = newest_labelled_day(context.instance)
         except dg.Failure:
             labelled = None
-        if labelled is not None and labelled >= dt.date.fromisoformat(pending["until"]):
+        writing = _runs_writing_training_inputs(context.instance) if (
+            labelled is not None and labelled >= dt.date.fromisoformat(pending["until"])) else []
+        if writing:
+            # fraud_labels reached the day inside a run that is still going (a backfill's one
+            # run stores fraud_labels minutes before its transaction_features and drift_report):
+            # the retrain would read days that run has not written yet.
+            said.append(
+                f"drift on {pending['day']}: fraud_labels reached {labelled}; the retrain waits"
+                f" for run {', '.join(r.run_id[:8] for r in writing)} to finish, which still"
+                " writes transaction_features or fraud_labels")
+        elif labelled is not None and labelled >= dt.date.fromisoformat(pending["until"]):
             requests.append(dg.RunRequest(
                 run_key=f"drift-{pending['day']}",
-                run_config={"ops": {"fraud_model": {"config": {"as_of": labelled.isoformat()}}}},
+                run_config=dg.RunConfig(
+                    ops={"fraud_model": FraudModelConfig(as_of=labelled.isoformat())}),
                 tags={"fraud/trigger": "drift_sensor", "fraud/drift_day": pending["day"],
                       "fraud/deferred_until": pending["until"], "fraud/as_of": labelled.isoformat(),
                       "fraud/reason": pending["reason"]},

@@ -4,6 +4,7 @@ then launch exactly one, whose training window holds them; the retrain runs by t
 
 import datetime as dt
 import json
+import uuid
 
 import dagster as dg
 import pytest
@@ -169,6 +170,16 @@ def test_drift_defers_the_retrain_until_post_drift_labels_mature_then_launches_e
     assert requests == [] and json.loads(cursor)["pending"]["day"] == pending["day"]
 
     run_daily(defs, instance, until, until)
+    # fraud_labels has reached the day, but a run that still writes transaction_features is going
+    # (a UI backfill's one run stores fraud_labels minutes before the features): the retrain
+    # waits for it, and says so, instead of reading days not written yet.
+    busy = instance.add_run(dg.DagsterRun(
+        job_name="__ASSET_JOB", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED,
+        asset_selection=frozenset({dg.AssetKey("fraud_labels"), dg.AssetKey("transaction_features")})))
+    requests, cursor = evaluate_sensor(instance, data_dir, cursor)
+    assert requests == [] and json.loads(cursor)["pending"]["day"] == pending["day"]
+    assert f"waits for run {busy.run_id[:8]} to finish" in skip_reason(instance, data_dir, cursor)
+    instance.report_run_failed(busy)  # ended (failed or not): nothing is writing any more
     requests, cursor = evaluate_sensor(instance, data_dir, cursor)
     [request] = requests
     assert request.run_key == f"drift-{pending['day']}"

@@ -276,12 +276,58 @@ def test_a_requests_logged_rows_are_those_of_its_frame(history, tmp_path):
     assert few.column("scored_at").type == many.column("scored_at").type
 
 
+@pytest.mark.parametrize("candidate", ["xgboost+none", "logistic_regression+undersample"])
+def test_a_batch_explains_its_flagged_rows_and_those_asked_for_with_the_full_batch_values(
+    history, tmp_path, candidate
+):
+    scorer = scorer_for(candidate, history, tmp_path)
+    features = as_features(history[2].head(200), history[1])
+    everything = scorer.score(features)
+    flagged = everything.is_fraud
+    assert 0 < flagged.sum() < len(flagged), "the sample needs flagged and unflagged rows"
+    asked = np.zeros(len(flagged), dtype=bool)
+    asked[[0, 7, 50]] = True
+    some = scorer.score(features, asked)
+    assert np.array_equal(some.explained, flagged | asked)
+    assert np.array_equal(some.probability, everything.probability)
+    # a row's contributions are the same bits whichever other rows are explained with it
+    assert np.array_equal(some.contributions, everything.contributions[some.explained])
+    full, partial = everything.top_contributions().to_list(), some.top_contributions().to_list()
+    assert partial == [top if yes else None for top, yes in zip(full, some.explained)]
+    assert some.top_contribution_rows() == partial
+    nothing = scorer.score(Features(features.transactions[:0], features.values[:0]),
+                           asked[:0])
+    assert nothing.height == 0
+    unflagged = np.flatnonzero(~flagged)[:3]
+    none_asked = scorer.score(as_features(history[2][unflagged.tolist()], history[1]),
+                              np.zeros(3, dtype=bool))
+    assert none_asked.top_contribution_rows() == [None] * 3
+    assert none_asked.top_contributions().to_list() == [None] * 3
+
+
+def test_a_micro_batch_explains_each_request_as_it_asked(history, tmp_path):
+    scorer = scorer_for("xgboost+none", history, tmp_path)
+    rows = history[2].select(REQUIRED_COLUMNS).head(300)
+    single = tuple(rows.row(0))
+    jobs = [ScoringJob(single), ScoringJob(rows[1:150], explain_all=False),
+            ScoringJob(rows[150:], explain_all=True)]
+    [one, flagged_only, every] = answer_jobs(scorer, store_for(history[1]), jobs)
+    assert as_rows(one.predictions)[0]["top_contributions"] is not None
+    answered = as_rows(flagged_only.predictions)
+    assert all((row["top_contributions"] is not None) == row["is_fraud"] for row in answered)
+    assert any(row["is_fraud"] for row in answered) and not all(r["is_fraud"] for r in answered)
+    assert all(row["top_contributions"] is not None for row in as_rows(every.predictions))
+
+
 @pytest.mark.parametrize("candidate", ["xgboost+none", "random_forest+none"])
-def test_answers_as_rows_and_as_frames_are_the_same_json(history, tmp_path, candidate):
+@pytest.mark.parametrize("explain_all", [True, False])
+def test_answers_as_rows_and_as_frames_are_the_same_json(history, tmp_path, candidate,
+                                                         explain_all):
     from fraud_dagster.serving.api import prediction_rows, predictions_frame
 
     scorer = scorer_for(candidate, history, tmp_path)
-    scored = scorer.score(as_features(history[2].head(20), history[1]))
+    features = as_features(history[2].head(20), history[1])
+    scored = scorer.score(features, None if explain_all else np.arange(20) % 3 == 0)
     for day, include_features in itertools.product(
             (DAY - dt.timedelta(days=1), DAY - dt.timedelta(days=4), None), (False, True)):
         model = facts(scorer, day)
@@ -341,11 +387,11 @@ def test_a_days_batch_reads_the_same_as_through_the_pydantic_models(history):
             for row in day.iter_rows(named=True)]
     body = json.dumps({"transactions": rows, "include_features": True}).encode()
     assert _plain_batch(body) is not None  # the fast path took it
-    frame, include_features = read_batch(body)
-    expected, _ = pydantic_batch(body)
-    assert include_features is True
-    assert frame.schema == expected.schema
-    assert frame.equals(expected) and frame.equals(day)
+    job = read_batch(body)
+    expected = pydantic_batch(body).transactions
+    assert job.include_features is True and job.explain_all is False
+    assert job.transactions.schema == expected.schema
+    assert job.transactions.equals(expected) and job.transactions.equals(day)
 
 
 GOOD_ROW = '"transaction_id": 1, "tx_datetime": "2025-03-15T14:03:07", "customer_id": 2,' \
@@ -375,6 +421,10 @@ GOOD_ROW = '"transaction_id": 1, "tx_datetime": "2025-03-15T14:03:07", "customer
     '{"transactions": [{%s, "tx_fraud": 0}]}' % GOOD_ROW,
     '{"transactions": [{%s}]}' % GOOD_ROW.replace('"terminal_id": 3,', ""),
     '{"transactions": [{%s}], "include_features": "yes"}' % GOOD_ROW,
+    '{"transactions": [{%s}], "explain": "all"}' % GOOD_ROW,
+    '{"transactions": [{%s}], "explain": "flagged", "include_features": true}' % GOOD_ROW,
+    '{"transactions": [{%s}], "explain": "none"}' % GOOD_ROW,
+    '{"transactions": [{%s}], "explain": true}' % GOOD_ROW,
     '{"transactions": [{%s}], "extra": 1}' % GOOD_ROW,
     '{"transactions": []}', '{"transactions": {}}', '[{"transactions": [{%s}]}]' % GOOD_ROW,
     '{"transactions": [{%s}]' % GOOD_ROW, "", "{}",
@@ -391,9 +441,11 @@ def test_any_body_reads_as_the_pydantic_models_read_it(body):
             read_batch(body.encode())
         assert raised.value.errors(include_input=False) == error.errors(include_input=False)
         return
-    frame, include_features = read_batch(body.encode())
-    assert frame.equals(expected[0]) and frame.schema == expected[0].schema
-    assert include_features == expected[1]
+    job = read_batch(body.encode())
+    assert job.transactions.equals(expected.transactions)
+    assert job.transactions.schema == expected.transactions.schema
+    assert (job.include_features, job.explain_all) == (expected.include_features,
+                                                       expected.explain_all)
 
 
 def test_a_batch_over_the_limit_is_refused_by_the_pydantic_model():

@@ -223,6 +223,29 @@ def test_swagger_at_the_root_documents_every_endpoint(client):
     assert any("top_contributions" in json.dumps(s) for s in schemas.values())
 
 
+def test_swagger_ui_can_parse_the_document_no_key_twice(client):
+    """Swagger UI parses /docs.json as YAML, which refuses a key given twice ("Parser error:
+    duplicated mapping key", nothing rendered); Python's json keeps the last one silently. Two
+    "400"s came from BentoML's int response keys beside the service's str ones."""
+    def no_repeats(pairs):
+        keys = [key for key, _ in pairs]
+        assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
+        return dict(pairs)
+
+    spec = json.loads(client.get("/docs.json").text, object_pairs_hook=no_repeats)
+    for path in ("/predict", "/predict_batch"):
+        responses = spec["paths"][path]["post"]["responses"]
+        assert responses["400"]["description"].startswith("Invalid transaction(s)")
+        assert "404" not in responses  # BentoML's, never answered by these endpoints
+    # ...and reads numbers as JavaScript does (doubles): the examples' ids must survive that,
+    # or Swagger shows and sends a rounded id and both examples send the same one (409).
+    ids = [spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"][
+        "example"]["transaction_id"]] + [t["transaction_id"] for t in spec["paths"][
+            "/predict_batch"]["post"]["requestBody"]["content"]["application/json"]["example"][
+            "transactions"]]
+    assert [int(float(i)) for i in ids] == ids and len(set(ids)) == 2, ids
+
+
 def test_swagger_names_the_service_its_example_is_accepted_and_its_errors_are_as_answered(
     client,
 ):
@@ -660,9 +683,10 @@ def test_a_missing_model_store_stops_start_up_with_a_clear_message(tmp_path):
     ({"FRAUD_WORKERS": "2"}, "FRAUD_WORKERS=2 with FRAUD_ONLINE_STORE=memory"),
     ({"FRAUD_ONLINE_STORE": "sqlite"}, "FRAUD_ONLINE_STORE must be one of memory, redis"),
     ({"FRAUD_ONLINE_STORE": "redis"}, "FRAUD_ONLINE_STORE=redis needs FRAUD_REDIS_URL"),
+    ({"FRAUD_ACCESS_LOG": "yes"}, "FRAUD_ACCESS_LOG must be 0, 1 or all, not 'yes'"),
 ])
-def test_a_store_setting_that_cannot_work_stops_start_up_saying_why(project, tmp_path, env,
-                                                                     message):
+def test_a_setting_that_cannot_work_stops_start_up_saying_why(project, tmp_path, env,
+                                                              message):
     served = BentoServer(project.bentoml_home, tmp_path / "data", tmp_path / "server.log", **env)
     assert served.exit_code() != 0
     assert message in served.output()
@@ -845,3 +869,35 @@ def test_poison_rows_are_refused_before_scoring_and_never_break_a_micro_batch(
     assert "scoring each alone" not in output and "Traceback" not in output
     logged_ids = sorted(logged(data_dir)["transaction_id"].to_list())
     assert logged_ids == sorted(r["transaction_id"] for r in rows)  # poison never scored
+
+
+# Per-request costs of the scoring paths
+
+def access_logged_paths(output: str) -> set[str]:
+    return {line.split("path=", 1)[1].split(",", 1)[0] for line in output.splitlines()
+            if "(scheme=http,method=" in line}
+
+
+@pytest.mark.parametrize("env, scoring_paths_seen", [
+    ({}, False),
+    ({"FRAUD_ACCESS_LOG": "all", "FRAUD_UNTRACED_PATHS": ""}, True),
+])
+def test_the_scoring_paths_are_access_logged_and_traced_only_when_asked(
+    project, tmp_path, env, scoring_paths_seen
+):
+    """By default neither: BentoML's access-log line and OpenTelemetry span cost, per request,
+    about what scoring one costs in a micro-batch, and the prediction log records every scored
+    transaction. The log is read once the server has stopped (its output is buffered)."""
+    served = BentoServer(project.bentoml_home, tmp_path / "data", tmp_path / "server.log",
+                         FRAUD_FEATURE_STATE_DIR=str(tmp_path / "no_states"), **env)
+    with served.running(), httpx.Client(base_url=served.url, timeout=120) as http:
+        scored = http.post("/predict", json=good())
+        batch = http.post("/predict_batch", json={"transactions": [good()]})
+        metadata = http.get("/metadata")
+    assert scored.status_code == batch.status_code == metadata.status_code == 200
+    assert ("x-bentoml-request-id" in scored.headers) is scoring_paths_seen
+    assert ("x-bentoml-request-id" in batch.headers) is scoring_paths_seen
+    paths = access_logged_paths(served.output())
+    assert "/metadata" in paths
+    assert ({"/predict", "/predict_batch"} <= paths) is scoring_paths_seen
+    assert (not paths & {"/predict", "/predict_batch"}) is not scoring_paths_seen

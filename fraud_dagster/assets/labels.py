@@ -15,11 +15,11 @@ from fraud_dagster.core.labels import (
     report_window,
     split_reports,
 )
-from fraud_dagster.core.reporting import markdown_table
 from fraud_dagster.assets.transactions import LandingFileToTake
 from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.partitions import daily_backfill_policy, daily_partitions, window_days
 from fraud_dagster.resources import LandingSource, TransactionSource
+from fraud_dagster.metadata import as_table
 
 VALIDATED = dg.AssetKey("validated_transactions")
 FRAUD_LABELS = dg.AssetKey("fraud_labels")
@@ -121,7 +121,7 @@ def fraud_labels(
     )
     yield dg.Output(
         quarantined, output_name="quarantined_labels",
-        metadata={"reasons": dg.MetadataValue.md(markdown_table(reasons.head(20)))},
+        metadata={"reasons": as_table(reasons.head(20))},
     )
     if delivery is not None and delivery.taken:
         moved, left = transaction_source.commit_labels(delivery)

@@ -31,7 +31,6 @@ from fraud_dagster.core.metrics import (
     per_day_table,
     without_known_compromised,
 )
-from fraud_dagster.core.reporting import markdown_table
 from fraud_dagster.core.training import (
     BALANCING,
     MODELS,
@@ -44,6 +43,7 @@ from fraud_dagster.core.training import (
 )
 from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.jobs import RETRAIN_POOL
+from fraud_dagster.metadata import as_table
 
 FEATURES = dg.AssetKey("transaction_features")
 _OBJECTIVE = ThresholdObjective()
@@ -181,7 +181,7 @@ def fraud_model(
             **{f"training_labels_{k}": v for k, v in coverage.items()},
             "training_rows": trained.training_rows,
             "training_frauds": trained.training_frauds,
-            "model_selection": dg.MetadataValue.md(markdown_table(trained.selection)),
+            "model_selection": as_table(trained.selection),
             "mlflow_run_id": trained.mlflow_run_id,
             "registered_version": trained.registered_version,
         },
@@ -312,9 +312,9 @@ def model_evaluation(
             "promoted": promoted,
             "refused": refused,
             "reason": reason,
-            "comparison": dg.MetadataValue.md(markdown_table(
-                pl.DataFrame([{"model": who, **m} for who, m in compared.items()]))),
-            "per_day": dg.MetadataValue.md(markdown_table(per_day)),
+            "comparison": as_table(
+                pl.DataFrame([{"model": who, **m} for who, m in compared.items()])),
+            "per_day": as_table(per_day),
             **{name: _png_markdown(png, name) for name, png in pictures.items()},
         },
     )

@@ -21,10 +21,10 @@ from fraud_dagster.core.drift import DRIFT_COLUMNS, SCORE_COLUMN, drift_summary
 from fraud_dagster.assets.labels import read_labels
 from fraud_dagster.core.labels import LABEL_MATURITY_DAYS, known_labels
 from fraud_dagster.core.metrics import average_precision
-from fraud_dagster.core.reporting import markdown_table
 from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.partitions import daily_partitions, window_days
 from fraud_dagster.serving.prediction_log import read_day
+from fraud_dagster.metadata import as_table
 
 FEATURES = dg.AssetKey("transaction_features")
 FRAUD_LABELS = dg.AssetKey("fraud_labels")
@@ -125,6 +125,13 @@ DAILY_REPORT = {
 }
 
 
+def _drifted_columns(summary) -> dg.MetadataValue:
+    """The drifted columns with their scores, or a line saying that none drifted."""
+    if summary.drifted.is_empty():
+        return dg.MetadataValue.text(f"No drifted columns (0 of {summary.n_columns}).")
+    return as_table(summary.drifted)
+
+
 @dg.asset(deps=[FRAUD_LABELS], **DAILY_REPORT)
 def drift_report(
     context: dg.AssetExecutionContext,
@@ -198,7 +205,7 @@ def _report_output(context: dg.AssetExecutionContext, rows: list[dict], champion
                 "share_drifted_columns": float(row["share_drifted_columns"]),
                 "dataset_drift": bool(row["dataset_drift"]),
                 "html_report": dg.MetadataValue.path(row["html_report"]),
-                "drifted_columns": dg.MetadataValue.md(summaries[day].markdown_table()),
+                "drifted_columns": _drifted_columns(summaries[day]),
             }
             for key, value in row.items():
                 if key.startswith(("labelled_", "served_")) and value is not None:
@@ -206,7 +213,7 @@ def _report_output(context: dg.AssetExecutionContext, rows: list[dict], champion
         context.add_asset_metadata(metadata, partition_key=day.isoformat())
     metadata = {"champion_version": champion.version, "days_reported": len(rows)}
     if len(rows) > 1:
-        metadata["per_day"] = dg.MetadataValue.md(markdown_table(table.drop("html_report")))
+        metadata["per_day"] = as_table(table.drop("html_report"))
     return dg.Output(table, metadata=metadata)
 
 

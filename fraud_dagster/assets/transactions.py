@@ -7,12 +7,12 @@ import polars as pl
 from dagster_pandera import pandera_schema_to_dagster_type
 from pydantic import Field
 
-from fraud_dagster.core.reporting import markdown_table
 from fraud_dagster.core.schema import QuarantinedTransaction, RawTransaction, ValidatedTransaction
 from fraud_dagster.core.validation import split_transactions
 from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.partitions import daily_backfill_policy, daily_partitions, window_days
 from fraud_dagster.resources import LandingSource, TransactionSource
+from fraud_dagster.metadata import as_table
 
 GROUP = "transactions"
 DAILY = dict(
@@ -128,5 +128,5 @@ def validated_transactions(
     yield dg.Output(
         quarantined,
         output_name="quarantined_transactions",
-        metadata={"reasons": dg.MetadataValue.md(markdown_table(reasons.head(20)))},
+        metadata={"reasons": as_table(reasons.head(20))},
     )

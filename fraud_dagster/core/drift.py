@@ -30,7 +30,6 @@ from pathlib import Path
 import polars as pl
 
 from fraud_dagster.core.features import FEATURE_COLUMNS
-from fraud_dagster.core.reporting import markdown_table
 
 SCORE_COLUMN = "score"
 # One day is all weekend or all weekday, so against a reference of whole weeks ``tx_is_weekend``
@@ -79,12 +78,10 @@ class DriftSummary:
     def drifted_columns(self) -> list[str]:
         return self.columns.filter("drifted")["column"].to_list()
 
-    def markdown_table(self) -> str:
-        """The drifted columns with their scores, or one line saying that none drifted."""
-        drifted = self.columns.filter("drifted").select("column", "method", "score", "threshold")
-        if drifted.is_empty():
-            return f"No drifted columns (0 of {self.n_columns})."
-        return markdown_table(drifted)
+    @property
+    def drifted(self) -> pl.DataFrame:
+        """The drifted columns with their method, score and threshold."""
+        return self.columns.filter("drifted").select("column", "method", "score", "threshold")
 
 
 def _numeric_pandas(frame: pl.DataFrame, columns: list[str], name: str):

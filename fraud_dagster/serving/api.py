@@ -21,7 +21,7 @@ import json
 import os
 import re
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 import numpy as np
@@ -36,6 +36,7 @@ from fraud_dagster.serving.store import FeatureStore, Refused
 MAX_BATCH_SIZE = int(os.environ.get("FRAUD_MAX_BATCH_SIZE", "10000"))
 """Most transactions one ``/predict_batch`` request may carry (``FRAUD_MAX_BATCH_SIZE``)."""
 _INT64_MAX = 2**63 - 1
+_JS_SAFE_MAX = 2**53 - 1  # Number.MAX_SAFE_INTEGER
 EARLIEST, LATEST = dt.datetime(1970, 1, 1), dt.datetime(2100, 1, 1)
 """Timestamps a request may carry, on both endpoints: a card transaction outside them is a
 client's bug (year 0000 would not even fit Python's ``datetime``)."""
@@ -60,8 +61,12 @@ class Transaction(BaseModel):
                              description=f"From 0 (a card verification) to {MAX_AMOUNT:,.2f}.")
 
 
+Explain = Literal["flagged", "all"]
+
+
 class BatchRequest(BaseModel):
-    """Transactions to score together, and whether to return the features they were scored on."""
+    """Transactions to score together, whether to return the features they were scored on, and
+    which to explain."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -69,6 +74,10 @@ class BatchRequest(BaseModel):
     include_features: bool = Field(
         False, description="Also return each transaction's features (as the batch asset has them)."
     )
+    explain: Explain = Field(
+        "flagged", description="`flagged`: `top_contributions` for the transactions flagged"
+        " `is_fraud`, null for the others (explaining every row of a day's batch costs more than"
+        " the rest of scoring it); `all`: for every transaction, as `/predict` always does.")
 
 
 class ErrorDetail(BaseModel):
@@ -113,8 +122,11 @@ def openapi_document(spec: dict, *, title: str, description: str, version: str,
     and version (BentoML's says "a Machine Learning Service created with BentoML", version None),
     a request example the service accepts (``example``, a transaction it would score now), and
     the error bodies the prediction endpoints really answer."""
-    if not 0 <= example["transaction_id"] < _INT64_MAX:
-        raise ValueError("the example's transaction_id and the next must be int64 ids")
+    if not 0 <= example["transaction_id"] < _JS_SAFE_MAX:
+        # Swagger UI reads the document in JavaScript, whose numbers hold integers exactly only
+        # up to 2**53 - 1: a larger id is shown and sent rounded, and id + 1 rounds to the same
+        # number (the /predict_batch example then gets 409 after /predict's was tried).
+        raise ValueError("the example's transaction_id and the next must be below 2**53 - 1")
     spec = {**spec, "info": {"title": title, "description": description, "version": version}}
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for model in (ErrorBody, GuardError):
@@ -124,11 +136,15 @@ def openapi_document(spec: dict, *, title: str, description: str, version: str,
     examples = {"/predict": example,
                 "/predict_batch": {"transactions": [  # another id: both examples can be tried
                     {**example, "transaction_id": example["transaction_id"] + 1}],
-                    "include_features": False}}
+                    "include_features": False, "explain": "flagged"}}
     for path, body in examples.items():
         operation = spec["paths"][path]["post"]
         operation["requestBody"]["content"]["application/json"]["example"] = body
-        responses = operation["responses"]
+        # BentoML's keys are ints (400, 404): as strings, so that the 400 below replaces its own
+        # instead of sitting beside it as a second "400" key in the JSON, which Swagger UI
+        # refuses to render ("Parser error: duplicated mapping key").
+        responses = operation["responses"] = {
+            str(status): body for status, body in operation["responses"].items()}
         responses.pop("404", None)
         for status, (text, model) in _REFUSALS.items():
             responses[str(status)] = {"description": text, "content": {"application/json": {
@@ -160,7 +176,8 @@ class ScoredTransaction(BaseModel):
     is_fraud: bool = Field(description="fraud_probability >= the model's tuned threshold.")
     top_contributions: list[Contribution] | None = Field(
         description="The features that moved the score most, largest first; null when the model"
-        " has no exact contributions (see `contributions`)."
+        " has no exact contributions (see `contributions`), and in a batch for a transaction not"
+        " flagged unless it asked `explain: all`."
     )
     state_lag_days: int = Field(
         0, description="Days between the feature state's next day and the transaction's: 0, the"
@@ -236,6 +253,7 @@ class _PlainBatch(msgspec.Struct, forbid_unknown_fields=True):
     transactions: Annotated[list[_PlainTransaction],
                             msgspec.Meta(min_length=1, max_length=MAX_BATCH_SIZE)]
     include_features: bool = False
+    explain: Explain = "flagged"
 
 
 _BATCH_DECODER = msgspec.json.Decoder(_PlainBatch)
@@ -244,7 +262,7 @@ _BATCH_DECODER = msgspec.json.Decoder(_PlainBatch)
 _PLAIN_DATETIME = r"^\d{4}-\d{2}-\d{2}T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?$"
 
 
-def _plain_batch(body: bytes) -> tuple[pl.DataFrame, bool] | None:
+def _plain_batch(body: bytes) -> ScoringJob | None:
     """The fast path of ``read_batch``, or None for anything but a plainly valid body."""
     try:
         batch = _BATCH_DECODER.decode(body)
@@ -256,13 +274,15 @@ def _plain_batch(body: bytes) -> tuple[pl.DataFrame, bool] | None:
     if not stamps.str.contains(_PLAIN_DATETIME).all():
         return None
     try:
-        parsed = stamps.str.strptime(REQUEST_DTYPES["tx_datetime"], "%Y-%m-%dT%H:%M:%S%.f")
+        parsed = stamps.str.strptime(REQUEST_DTYPES["tx_datetime"], "%Y-%m-%dT%H:%M:%S%.f",
+                                     cache=False)  # a batch's timestamps rarely repeat
     except pl.exceptions.PolarsError:  # a day that does not exist
         return None
     if not parsed.is_between(EARLIEST, LATEST, closed="left").all():
         return None
     frame = pl.DataFrame(columns, schema={k: v for k, v in REQUEST_DTYPES.items() if k in columns})
-    return frame.insert_column(1, parsed), batch.include_features
+    return ScoringJob(frame.insert_column(1, parsed), batch.include_features,
+                      explain_all=batch.explain == "all")
 
 
 _OUT_OF_RANGE = re.compile(r"number out of range at line (\d+) column (\d+)")
@@ -354,17 +374,18 @@ def read_transaction(body: bytes) -> dict:
     return dict(validate_json(Transaction, body).__dict__)
 
 
-def read_batch(body: bytes) -> tuple[pl.DataFrame, bool]:
-    """A ``/predict_batch`` body as a frame of ``REQUIRED_COLUMNS`` (the validated schema's dtypes)
-    and ``include_features``; raises pydantic's ``ValidationError`` naming each bad field."""
+def read_batch(body: bytes) -> ScoringJob:
+    """A ``/predict_batch`` body as a job: a frame of ``REQUIRED_COLUMNS`` (the validated schema's
+    dtypes) and what it asks for; raises pydantic's ``ValidationError`` naming each bad field."""
     plain = _plain_batch(body)
     return plain if plain is not None else pydantic_batch(body)
 
 
-def pydantic_batch(body: bytes) -> tuple[pl.DataFrame, bool]:
+def pydantic_batch(body: bytes) -> ScoringJob:
     """``read_batch`` through the pydantic models alone: the contract the fast path keeps."""
     request = validate_json(BatchRequest, body)
-    return transactions_frame(request_rows(request.transactions)), request.include_features
+    return ScoringJob(transactions_frame(request_rows(request.transactions)),
+                      request.include_features, explain_all=request.explain == "all")
 
 
 def facts(scorer: Scorer, state_date) -> dict:
@@ -467,20 +488,32 @@ def refusal_body(refused: Refused, single: bool) -> bytes:
 
 @dataclasses.dataclass(frozen=True)
 class ScoringJob:
-    """One request's transactions (``REQUIRED_COLUMNS``) and what it asked for."""
+    """One request's transactions and what it asked for: a frame of ``REQUIRED_COLUMNS``, or
+    ``/predict``'s one transaction as a tuple of their values. A micro-batch of single rows
+    becomes one frame (``_required``): a frame per request cost more than scoring it."""
 
-    transactions: pl.DataFrame
+    transactions: pl.DataFrame | tuple
     include_features: bool = False
+    explain_all: bool = True
+    """Contributions for every row; else only for the flagged ones."""
 
     @property
     def rows(self) -> int:
-        return self.transactions.height
+        return 1 if isinstance(self.transactions, tuple) else self.transactions.height
+
+    @property
+    def frame(self) -> pl.DataFrame:
+        if isinstance(self.transactions, tuple):
+            return transactions_frame([self.transactions])
+        return self.transactions
 
 
 def _required(jobs: list[ScoringJob]) -> pl.DataFrame:
     """The jobs' transactions as one frame of ``REQUIRED_COLUMNS``."""
-    transactions = (pl.concat([job.transactions for job in jobs], rechunk=False)
-                    if len(jobs) > 1 else jobs[0].transactions)
+    if all(isinstance(job.transactions, tuple) for job in jobs):
+        return transactions_frame([job.transactions for job in jobs])
+    transactions = (pl.concat([job.frame for job in jobs], rechunk=False)
+                    if len(jobs) > 1 else jobs[0].frame)
     if transactions.columns != list(REQUIRED_COLUMNS):
         transactions = transactions.select(REQUIRED_COLUMNS)
     return transactions
@@ -514,18 +547,20 @@ def answer_jobs(scorer: Scorer, store: FeatureStore, jobs: list[ScoringJob],
             return [refusal]
         seen: set[int] = set()
         for i, job in enumerate(jobs):
-            refusal = store.refusal(job.transactions, seen)
+            refusal = store.refusal(job.frame, seen)
             if refusal is not None:
                 refused[i] = refusal
             else:
-                seen.update(job.transactions.get_column("transaction_id").to_list())
+                seen.update(job.frame.get_column("transaction_id").to_list())
         accepted = [job for i, job in enumerate(jobs) if i not in refused]
         if not accepted:
             return [refused[i] for i in range(len(jobs))]
         features, state_date = store.score_features(_required(accepted), SMALL_ANSWER_ROWS)
     else:
         accepted = jobs
-    scored = scorer.score(features)
+    explain = (None if all(job.explain_all for job in accepted) else
+               np.concatenate([np.full(job.rows, job.explain_all) for job in accepted]))
+    scored = scorer.score(features, explain)
     if on_scored is not None:
         on_scored(scored)
     model = facts(scorer, state_date)

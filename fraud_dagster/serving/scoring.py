@@ -96,8 +96,11 @@ class Scored:
     """Their values, rows x ``feature_names``."""
     probability: np.ndarray
     is_fraud: np.ndarray
+    explained: np.ndarray
+    """Per row, whether it has contributions: every flagged row and those asked for."""
     contributions: np.ndarray | None
-    """Per row and feature, the feature's part of the log-odds; None when the model has none."""
+    """Per explained row (in order) and feature, the feature's part of the log-odds; None when
+    the model has none."""
 
     @property
     def height(self) -> int:
@@ -105,22 +108,22 @@ class Scored:
 
     def top(self, k: int = TOP_CONTRIBUTIONS) -> tuple[list[str], np.ndarray, np.ndarray,
                                                        np.ndarray] | None:
-        """Per row, the ``k`` features with the largest absolute contribution, largest first:
-        (feature names, their column numbers, values and contributions, each rows x k); None
-        when the model has no contributions."""
+        """Per explained row, the ``k`` features with the largest absolute contribution, largest
+        first: (feature names, their column numbers, values and contributions, each explained
+        rows x k); None when the model has no contributions."""
         if self.contributions is None:
             return None
         columns = self.feature_names
         k = min(k, len(columns))
         order = np.argsort(-np.abs(self.contributions), axis=1, kind="stable")[:, :k]
-        values = np.take_along_axis(self.x, order, axis=1)
+        values = np.take_along_axis(self.x[self.explained], order, axis=1)
         contributions = np.take_along_axis(self.contributions, order, axis=1)
         return columns, order, values.astype(np.float64), contributions.astype(np.float64)
 
     def top_contributions(self, k: int = TOP_CONTRIBUTIONS) -> pl.Series:
-        """``top`` as a column of lists of ``{feature, value, contribution}`` structs (null rows
-        when the model has none), built in whole columns: per-row Python objects cost more than
-        scoring for a 10,000-row batch."""
+        """``top`` as a column of lists of ``{feature, value, contribution}`` structs, null for
+        rows not explained (and all when the model has none), built in whole columns: per-row
+        Python objects cost more than scoring for a 10,000-row batch."""
         top = self.top(k)
         if top is None:
             return pl.Series("top_contributions", [None] * self.height)
@@ -131,7 +134,12 @@ class Scored:
             "contribution": contributions.ravel(),
         })
         structs = parts.select(pl.struct(pl.all()).alias("top_contributions")).to_series()
-        return structs.reshape((self.height, order.shape[1])).cast(pl.List(structs.dtype))
+        lists = structs.reshape((len(order), k)).cast(pl.List(structs.dtype))
+        if len(order) == self.height:
+            return lists
+        # Unexplained rows point at a null appended after the explained rows' lists.
+        at = np.where(self.explained, np.cumsum(self.explained) - 1, len(order))
+        return lists.extend(pl.Series([None], dtype=lists.dtype)).gather(at)
 
     def top_contribution_rows(self, k: int = TOP_CONTRIBUTIONS) -> list[list[dict] | None]:
         """``top_contributions`` as Python objects: for a few rows, cheaper than a frame."""
@@ -139,11 +147,12 @@ class Scored:
         if top is None:
             return [None] * self.height
         columns, order, values, contributions = top
-        return [
+        explained = iter([
             [{"feature": columns[j], "value": v, "contribution": c}
              for j, v, c in zip(row_order.tolist(), row_values.tolist(), row_contributions.tolist())]
             for row_order, row_values, row_contributions in zip(order, values, contributions)
-        ]
+        ])
+        return [next(explained) if yes else None for yes in self.explained.tolist()]
 
 
 def _contribution_method(classifier, exact: bool) -> tuple[str, str]:
@@ -230,37 +239,55 @@ class Scorer:
                 x = step.transform(x)
         return x
 
-    def _predict(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """The fraud class's probability and the per-feature log-odds contributions (None when
-        the model has none) for the classifier's input ``z``."""
+    def _predict(self, z: np.ndarray, explain: np.ndarray | None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The fraud class's probability for the classifier's input ``z``, which rows are
+        explained (the flagged ones and ``explain``'s; None: all) and their per-feature log-odds
+        contributions (None when the model has none)."""
         if self._booster is not None:
             # What XGBClassifier.predict_proba returns for the fraud class (the same bits, tested),
-            # from the one DMatrix the contributions need anyway: building it costs more than
-            # predicting a row, and the sklearn wrapper's per-call configuration contexts were a
-            # third of a single row's scoring time.
+            # without the sklearn wrapper's per-call configuration contexts (a third of a single
+            # row's scoring time).
             import xgboost
 
             matrix = xgboost.DMatrix(z, nthread=self._threads)
             probability = self._booster.predict(matrix, validate_features=False)
-            return probability, self._booster.predict(
+            explained = self._explained(probability, explain)
+            if not explained.any():
+                return probability, explained, np.empty((0, z.shape[1]), dtype=np.float32)
+            if not explained.all():  # a row's contributions do not depend on the other rows
+                matrix = xgboost.DMatrix(z[explained], nthread=self._threads)
+            return probability, explained, self._booster.predict(
                 matrix, pred_contribs=True, approx_contribs=not self.exact_contributions,
                 validate_features=False)[:, :-1]
         probability = self.classifier.predict_proba(z)[:, 1]
+        explained = self._explained(probability, explain)
         if self.contribution_kind == "linear":
-            return probability, z * self.classifier.coef_[0]
-        return probability, None
+            return probability, explained, z[explained] * self.classifier.coef_[0]
+        return probability, explained, None
 
-    def score(self, features: Features) -> Scored:
-        """Score transactions' features."""
+    def flagged(self, probability: np.ndarray) -> np.ndarray:
+        """``is_fraud``: the probability at or above the tuned threshold."""
+        return probability >= self.threshold
+
+    def _explained(self, probability: np.ndarray, explain: np.ndarray | None) -> np.ndarray:
+        if explain is None:
+            return np.ones(len(probability), dtype=bool)
+        return explain | self.flagged(probability)
+
+    def score(self, features: Features, explain: np.ndarray | None = None) -> Scored:
+        """Score transactions' features; contributions for the flagged rows and those
+        ``explain`` marks (None: every row)."""
         x = features.values[:, self._columns]
         names = list(self.feature_columns)
         if not len(x):
-            return Scored(features, names, x, np.empty(0), np.empty(0, dtype=bool), None)
+            nothing = np.empty(0, dtype=bool)
+            return Scored(features, names, x, np.empty(0), nothing, nothing, None)
         self._use_threads(self.batch_threads if len(x) >= PARALLEL_ROWS else 1)
         # What the pipeline's predict_proba does (resampling skipped), without its per-call
         # overhead, which is most of the time on a single row.
-        probability, contributions = self._predict(self._classifier_input(x))
-        return Scored(features, names, x, probability, probability >= self.threshold,
+        probability, explained, contributions = self._predict(self._classifier_input(x), explain)
+        return Scored(features, names, x, probability, self.flagged(probability), explained,
                       contributions)
 
 
