@@ -33,6 +33,7 @@ import dataclasses
 import datetime as dt
 import math
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -415,21 +416,31 @@ def _features(queries: pl.DataFrame, customers: pl.DataFrame, terminals: pl.Data
     return frame.select(*KEY_COLUMNS, *(features[name].alias(name) for name in FEATURE_COLUMNS))
 
 
-def _split_state(state: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+class SplitState(NamedTuple):
+    """A ``feature_state`` day's rows by entity."""
+
+    customers: pl.DataFrame
+    terminals: pl.DataFrame
+    transactions: pl.DataFrame
+
+
+def split_state(state: pl.DataFrame) -> SplitState:
     entity = pl.col("entity")
-    return (state.filter(entity == "customer"), state.filter(entity == "terminal"),
-            state.filter(entity == "transaction"))
+    return SplitState(state.filter(entity == "customer"), state.filter(entity == "terminal"),
+                      state.filter(entity == "transaction"))
 
 
-def features_for_day(transactions: pl.DataFrame, state: pl.DataFrame,
+def features_for_day(transactions: pl.DataFrame, state: pl.DataFrame | SplitState,
                      earlier: pl.DataFrame | None = None) -> pl.DataFrame:
-    """Features of raw transactions of the day after the ``state``'s, given the state and
-    ``earlier``, the transactions of that day already known (``EVENT_COLUMNS`` or raw). The
-    transactions count for each other too: each sees every one strictly before it.
+    """Features of raw transactions of the day after the ``state``'s, given the state (or its
+    ``split_state``) and ``earlier``, the transactions of that day already known
+    (``EVENT_COLUMNS`` or raw). The transactions count for each other too: each sees every one
+    strictly before it.
 
     Unknown customers and terminals get counts, means and risks of 0: the same on every path.
     """
-    customers, terminals, state_events = _split_state(state)
+    customers, terminals, state_events = (state if isinstance(state, SplitState)
+                                          else split_state(state))
     known = [state_events.select(EVENT_COLUMNS), _with_cents(transactions).select(EVENT_COLUMNS)]
     if earlier is not None and earlier.height:
         known.append(earlier.select(EVENT_COLUMNS) if "tx_cents" in earlier.columns
@@ -456,7 +467,7 @@ def batch_features(
     transactions = history.filter(day.is_between(first, last))
     if not transactions.get_column("tx_datetime").dt.date().is_sorted():
         transactions = transactions.sort(day, maintain_order=True)
-    customers, terminals, _ = _split_state(states.rename({"state_date": "_state_date"}))
+    customers, terminals, _ = split_state(states.rename({"state_date": "_state_date"}))
     events = _with_cents(history.filter(day.is_between(first - one, last))).select(EVENT_COLUMNS)
     features = _features(transactions.with_columns(_state_date=day - one), customers, terminals,
                          events, on=("_state_date",))

@@ -268,8 +268,8 @@ def _plain_batch(body: bytes) -> ScoringJob | None:
         batch = _BATCH_DECODER.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    rows = batch.transactions
-    columns = {name: [getattr(row, name) for row in rows] for name in REQUIRED_COLUMNS}
+    columns = dict(zip(_PlainTransaction.__struct_fields__,
+                       zip(*map(msgspec.structs.astuple, batch.transactions))))
     stamps = pl.Series("tx_datetime", columns.pop("tx_datetime"), dtype=pl.String)
     if not stamps.str.contains(_PLAIN_DATETIME).all():
         return None

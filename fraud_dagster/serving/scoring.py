@@ -250,13 +250,14 @@ class Scorer:
             # row's scoring time).
             import xgboost
 
-            matrix = xgboost.DMatrix(z, nthread=self._threads)
-            probability = self._booster.predict(matrix, validate_features=False)
+            # In place: building a DMatrix cost a third of predicting a day's batch from it.
+            probability = self._booster.inplace_predict(z, validate_features=False)
             explained = self._explained(probability, explain)
             if not explained.any():
                 return probability, explained, np.empty((0, z.shape[1]), dtype=np.float32)
-            if not explained.all():  # a row's contributions do not depend on the other rows
-                matrix = xgboost.DMatrix(z[explained], nthread=self._threads)
+            # A row's contributions do not depend on the other rows.
+            matrix = xgboost.DMatrix(z if explained.all() else z[explained],
+                                     nthread=self._threads)
             return probability, explained, self._booster.predict(
                 matrix, pred_contribs=True, approx_contribs=not self.exact_contributions,
                 validate_features=False)[:, :-1]

@@ -37,9 +37,11 @@ from fraud_dagster.core.features import (
     TERMINAL_STATE,
     amount_cents,
     cents,
+    SplitState,
     features_for_day,
     microseconds,
     online_features,
+    split_state,
 )
 from fraud_dagster.core.schema import REQUIRED_COLUMNS
 
@@ -187,7 +189,7 @@ class MemoryStore(FeatureStore):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.state_date: dt.date | None = None
-        self._state = pl.DataFrame()
+        self._state: SplitState | None = None
         self._customers: dict = {}
         self._terminals: dict = {}
         self._events: dict[int, list[tuple[int, int, int]]] = {}
@@ -218,7 +220,7 @@ class MemoryStore(FeatureStore):
                 for _, micros, customer, terminal, amount in frame.with_columns(
                         pl.col("tx_datetime").dt.epoch("us")).iter_rows():
                     events.setdefault(customer, []).append((micros, amount, terminal))
-            self.state_date, self._state = day, state
+            self.state_date, self._state = day, split_state(state)
             self._customers, self._terminals, self._events = customers, terminals, events
             self._journal = journal
             self._ids = set(journal.get_column("transaction_id").to_list())
@@ -301,10 +303,10 @@ class MemoryStore(FeatureStore):
     def _frame_features(self, transactions: pl.DataFrame) -> pl.DataFrame:
         customers = transactions.get_column("customer_id").unique().implode()
         terminals = transactions.get_column("terminal_id").unique().implode()
-        entity = pl.col("entity")
-        state = self._state.filter(
-            ((entity == "terminal") & pl.col("terminal_id").is_in(terminals))
-            | ((entity != "terminal") & pl.col("customer_id").is_in(customers)))
+        of_customers = pl.col("customer_id").is_in(customers)
+        state = SplitState(self._state.customers.filter(of_customers),
+                           self._state.terminals.filter(pl.col("terminal_id").is_in(terminals)),
+                           self._state.transactions.filter(of_customers))
         # features_for_day only pairs a transaction with its customer's of the same day and the
         # day before: the journal's other days (a pipeline days late) would only be joined away.
         days = transactions.get_column("tx_datetime").dt.date().unique()
