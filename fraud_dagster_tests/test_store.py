@@ -3,6 +3,7 @@ transaction's features are the batch ones of its day, whatever the order states 
 arrive in, and nothing is counted twice or missed."""
 
 import datetime as dt
+import itertools
 
 import polars as pl
 import pytest
@@ -47,12 +48,18 @@ def open_store(request):
     yield lambda: RedisStore(url)
 
 
-def serve(store, rows: pl.DataFrame, size: int) -> pl.DataFrame:
-    return pl.concat([store.score_features(rows.slice(i, size), feature_rows=16)[0].frame
-                      for i in range(0, rows.height, size)])
+def serve(store, rows: pl.DataFrame, size: int | tuple[int, ...]) -> pl.DataFrame:
+    """Score ``rows`` in arrival order, ``size`` rows a call (a cycle of sizes: each call's)."""
+    sizes, parts, start = itertools.cycle(size if isinstance(size, tuple) else (size,)), [], 0
+    while start < rows.height:
+        n = next(sizes)
+        parts.append(store.score_features(rows.slice(start, n), feature_rows=16)[0].frame)
+        start += n
+    return pl.concat(parts)
 
 
-@pytest.mark.parametrize("size", [1, 7, 40])  # plain Python, and polars past 16 rows
+# Plain Python, polars past 16 rows, and both in turn (a few rows see the batches' before them).
+@pytest.mark.parametrize("size", [1, 7, 40, (40, 1, 2, 40, 40, 7)])
 def test_transactions_scored_in_arrival_order_get_exactly_their_batch_features(
         days, open_store, size):
     store = open_store()

@@ -193,6 +193,12 @@ class MemoryStore(FeatureStore):
         self._customers: dict = {}
         self._terminals: dict = {}
         self._events: dict[int, list[tuple[int, int, int]]] = {}
+        """Per customer, (microseconds, cents, terminal) of its transactions of the state's day
+        and since, in arrival order: what a few rows are computed from (``online_features``)."""
+        self._unindexed: list[pl.DataFrame] = []
+        """Those not in ``_events`` yet (``EVENT_COLUMNS`` frames, in arrival order): indexed
+        when a request of a few rows needs ``_events`` (``_index``), so that batches, computed
+        from frames, do not pay for it (an append per row was a tenth of a day's batch)."""
         # The transactions applied since the state's day, in arrival order: a frame, and the
         # rows applied one by one since it was last built (a frame per request would cost more
         # than scoring the request).
@@ -215,19 +221,25 @@ class MemoryStore(FeatureStore):
         customers, terminals, state_events = state_rows(state)
         with self._lock:
             journal = self._journal_frame().filter(pl.col("tx_datetime").dt.date() > day)
-            events: dict[int, list] = {}
-            for frame in (state_events, journal):
-                for _, micros, customer, terminal, amount in frame.with_columns(
-                        pl.col("tx_datetime").dt.epoch("us")).iter_rows():
-                    events.setdefault(customer, []).append((micros, amount, terminal))
             self.state_date, self._state = day, split_state(state)
-            self._customers, self._terminals, self._events = customers, terminals, events
+            self._customers, self._terminals = customers, terminals
+            self._events, self._unindexed = {}, [state_events, journal]
             self._journal = journal
             self._ids = set(journal.get_column("transaction_id").to_list())
         return True
 
+    def _index(self) -> None:
+        for frame in self._unindexed:
+            for customer, when, amount, terminal in zip(
+                    frame.get_column("customer_id").to_list(),
+                    frame.get_column("tx_datetime").dt.epoch("us").to_list(),
+                    frame.get_column("tx_cents").to_list(), frame.get_column("terminal_id").to_list()):
+                self._events.setdefault(customer, []).append((when, amount, terminal))
+        self._unindexed = []
+
     def _apply(self, rows: list[tuple]) -> None:
         """Apply transactions given as rows of ``REQUIRED_COLUMNS``."""
+        self._index()  # their events go after those of the batches before them
         for transaction_id, when, customer, terminal, amount in rows:
             micros, amount_in_cents = microseconds(when), amount_cents(amount)
             self._pending.append((transaction_id, micros, customer, terminal, amount_in_cents))
@@ -289,14 +301,9 @@ class MemoryStore(FeatureStore):
     def _apply_events(self, events: pl.DataFrame) -> None:
         """``_apply`` for transactions given as ``as_events`` rows."""
         self._journal = pl.concat([self._journal_frame(), events])  # after the pending rows
-        micros = events.get_column("tx_datetime").dt.epoch("us")
-        ids = events.get_column("transaction_id").to_list()
-        self._ids.update(ids)
-        for customer, when, amount, terminal in zip(
-                events.get_column("customer_id").to_list(), micros.to_list(),
-                events.get_column("tx_cents").to_list(), events.get_column("terminal_id").to_list()):
-            self._events.setdefault(customer, []).append((when, amount, terminal))
-        newest = micros.max()
+        self._unindexed.append(events)
+        self._ids.update(events.get_column("transaction_id").to_list())
+        newest = events.get_column("tx_datetime").dt.epoch("us").max()
         if newest is not None and (self._newest is None or newest > self._newest):
             self._newest = newest
 
