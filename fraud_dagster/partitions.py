@@ -18,8 +18,8 @@ def daily_partitions_definition() -> dg.DailyPartitionsDefinition:
 daily_partitions = daily_partitions_definition()
 
 DAYS_PER_RUN_AT_SCALE_1 = 183
-"""The longest backfill run measured at the simulator's own size (about 1.8 M transactions: 1.6 GB
-peak for the features, README "Benchmark")."""
+"""The longest backfill run at the simulator's own size: all of its 183 days in one, as measured
+(README, "Benchmark figures")."""
 
 
 def backfill_policy_for(scale: int) -> dg.BackfillPolicy:

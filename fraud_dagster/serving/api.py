@@ -7,7 +7,8 @@ scoring. Nothing here knows about BentoML, so the benchmark's plain FastAPI app 
 models.
 
 The pydantic models are the contract. A batch body is read by ``read_batch``: msgspec decodes a
-well-formed one into columns 6x faster than pydantic builds 10,000 models, and whatever msgspec
+well-formed one into columns several times faster than pydantic builds 10,000 models (measured in
+bento/README.md, "How it is built"), and whatever msgspec
 does not accept as plainly valid is judged by ``BatchRequest`` itself, which accepts it or names
 the field.
 """
@@ -398,8 +399,8 @@ def facts(scorer: Scorer, state_date) -> dict:
 SMALL_ANSWER_ROWS = 256
 """Up to this many rows scored together, features are computed one by one in plain Python
 (``online_features``) and answers built as Python objects; more, by polars queries and frames.
-Polars costs ~10 ms a call whatever the rows (a micro-batch of 32 single requests: 26 ms through
-frames, 2.4 ms in Python; 256 rows: 33 against 21 ms; the two meet near 500 rows)."""
+Polars has a fixed cost a call whatever the rows, which plain Python beats for a few hundred rows
+(measured in bento/README.md, "How it is built")."""
 
 Answer = pl.DataFrame | list[dict]
 """``ScoredTransaction`` rows: a frame for many, plain dicts for a few (the same JSON, tested)."""
@@ -429,8 +430,8 @@ def predictions_frame(scored: Scored, state_date, include_features: bool = False
 
 
 def prediction_rows(scored: Scored, state_date, include_features: bool = False) -> list[dict]:
-    """``predictions_frame``'s rows as dicts, in plain Python: a single transaction's answer in
-    0.1 ms, 1.2 ms through a frame."""
+    """``predictions_frame``'s rows as dicts, in plain Python: for a few rows, a fraction of the
+    cost of a frame."""
     transactions = scored.features.transactions
     if state_date is None:
         lags = [0] * scored.height
@@ -575,7 +576,7 @@ def answer_jobs(scorer: Scorer, store: FeatureStore, jobs: list[ScoringJob],
             parts.append(Answered(model, part))
             start += job.rows
     else:
-        predictions = predictions_frame(scored, state_date)  # once: per request, ~1 ms each
+        predictions = predictions_frame(scored, state_date)  # once: a frame per request costs each
         for job in accepted:
             part = predictions.slice(start, job.rows)
             if job.include_features:

@@ -94,10 +94,11 @@ class PredictionLog:
             frame = pl.from_arrow(frame)
         if frame.height == 0:
             return
-        days = frame.select(pl.col("tx_datetime").dt.strftime("%Y-%m-%d")).to_series()
-        if days.n_unique() == 1:
-            parts = {days[0]: frame}
+        stamps = frame.get_column("tx_datetime")
+        if (first := stamps.min().date()) == stamps.max().date():  # no text per row then
+            parts = {first.isoformat(): frame}
         else:
+            days = stamps.dt.strftime("%Y-%m-%d")
             parts = {key: part for (key,), part in frame.with_columns(days.alias("_day"))
                      .partition_by("_day", as_dict=True, include_key=False).items()}
         with self._lock:
@@ -201,8 +202,8 @@ def _arrow_types() -> dict[str, pa.DataType]:
 
 
 def _record_batch(frame: pl.DataFrame) -> pa.RecordBatch:
-    """``frame`` as one record batch, through the Arrow C stream: a fifth of ``to_arrow``'s cost
-    for a request's row (30 columns: 34 against 150 us)."""
+    """``frame`` as one record batch, through the Arrow C stream: for a request's row, far cheaper
+    than ``to_arrow``."""
     table = pa.RecordBatchReader.from_stream(frame).read_all()
     return table.combine_chunks().to_batches()[0]
 

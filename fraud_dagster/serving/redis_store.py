@@ -147,8 +147,8 @@ def _micros(column: pl.Series) -> np.ndarray:
 
 
 _PLAIN_ROWS = 256
-"""Up to this many transactions, ``_script_args`` builds them in plain Python: for one row, the
-polars expressions cost 0.5 ms, more than the round trip to Redis."""
+"""Up to this many transactions, ``_script_args`` builds them in plain Python: for a few rows,
+polars expressions cost more than the round trip to Redis."""
 
 
 def _newest_micros(transactions: pl.DataFrame) -> int:

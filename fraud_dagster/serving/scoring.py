@@ -194,8 +194,8 @@ class Scorer:
         self.batch_threads = batch_threads or 1
         self._threads = 0
         self._use_threads(1)
-        # Exact TreeSHAP costs ~0.5 ms a row for the default 100 trees (a 10,000-row batch: 5 s);
-        # XGBoost's approximate contributions cost ~1/50 of that and also add up to the log-odds.
+        # XGBoost's approximate contributions cost a fiftieth of exact TreeSHAP (bento/README.md,
+        # "The online feature store") and also add up to the log-odds.
         self.exact_contributions = exact_contributions
         self.contribution_kind, self.contribution_note = _contribution_method(
             self.classifier, exact_contributions)
