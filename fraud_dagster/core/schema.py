@@ -92,8 +92,8 @@ LABEL_COLUMNS = tuple(c.name for c in columns("label"))
 POLARS_DTYPES: dict[str, pl.DataType] = {c.name: c.dtype for c in columns("request", "label")}
 REQUEST_DTYPES = {c.name: c.dtype for c in columns("request")}
 """A transaction as it is scored: the required fields, no labels."""
-RAW_DTYPES: dict[str, pl.DataType] = {
-    c.name: c.dtype for c in columns("request", "label", "delivery")}
+DELIVERY_DTYPES = {c.name: c.dtype for c in columns("delivery")}
+"""What a delivered row carries besides its file's columns."""
 
 
 def _is_finite(data: pa.PolarsData) -> pl.LazyFrame:
