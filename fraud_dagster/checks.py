@@ -10,12 +10,12 @@ import polars as pl
 from pandera.errors import SchemaErrors
 from pydantic import Field
 
+from fraud_dagster.assets.transactions import VALIDATED
 from fraud_dagster.core.schema import ValidatedTransaction
 from fraud_dagster.core.validation import quarantine_rate_by_day
 from fraud_dagster.partitions import daily_partitions, window_days
 from fraud_dagster.metadata import as_table
 
-VALIDATED = "validated_transactions"
 STORED_DAYS = dict(asset=VALIDATED, blocking=True, partitions_def=daily_partitions)
 
 

@@ -15,6 +15,8 @@ from fraud_dagster.resources import LandingSource, TransactionSource
 from fraud_dagster.metadata import as_table
 
 GROUP = "transactions"
+VALIDATED = dg.AssetKey("validated_transactions")
+"""The validated table's key, for the assets and checks that read it."""
 DAILY = dict(
     partitions_def=daily_partitions,
     backfill_policy=daily_backfill_policy,
@@ -104,9 +106,7 @@ def validated_transactions(
     validated on a day outside this run is a duplicate (reads that column of every other stored
     day)."""
     first, last = window_days(context.partition_time_window)
-    elsewhere = daily_tables.read_column_of_other_days(
-        dg.AssetKey("validated_transactions"), "transaction_id", first, last
-    )
+    elsewhere = daily_tables.read_column_of_other_days(VALIDATED, "transaction_id", first, last)
     split = split_transactions(raw_transactions, validated_elsewhere=elsewhere)
     valid, quarantined = split.validated, split.quarantined
     if valid.height + quarantined.height != raw_transactions.height:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
-from fraud_dagster.core.schema import POLARS_DTYPES, RAW_DTYPES, REQUIRED_COLUMNS
+from fraud_dagster.core.schema import DELIVERY_DTYPES, POLARS_DTYPES, REQUIRED_COLUMNS
 
 LANDING_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 TEMPORARY_SUFFIXES = (".tmp", ".part")
@@ -363,9 +363,7 @@ class LandingFolder:
     def __init__(self, root: Path, layout: Layout = TRANSACTIONS):
         self.root = Path(root)
         self.layout = layout
-        self.schema = ({**RAW_DTYPES} if layout is TRANSACTIONS else
-                       {**layout.dtypes, "partition_date": pl.Date(), "source": pl.Utf8(),
-                        "parse_errors": pl.Utf8()})
+        self.schema = {**layout.dtypes, **DELIVERY_DTYPES}
 
     def labels(self) -> "LandingFolder":
         """The label files' folder: ``<root>/labels/``, its own ``_accepted/`` and ``_rejected/``."""

@@ -28,38 +28,20 @@ import msgspec
 import numpy as np
 import polars as pl
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field, NaiveDatetime, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from fraud_dagster.core.schema import MAX_AMOUNT, REQUEST_DTYPES, REQUIRED_COLUMNS
+from fraud_dagster.core.schema import EARLIEST, LATEST, REQUEST_DTYPES, REQUIRED_COLUMNS
+from fraud_dagster.serving.request_fields import msgspec_fields, pydantic_fields
 from fraud_dagster.serving.scoring import Scored, Scorer, transactions_frame
 from fraud_dagster.serving.store import FeatureStore, Refused
 
 MAX_BATCH_SIZE = int(os.environ.get("FRAUD_MAX_BATCH_SIZE", "10000"))
 """Most transactions one ``/predict_batch`` request may carry (``FRAUD_MAX_BATCH_SIZE``)."""
-_INT64_MAX = 2**63 - 1
 _JS_SAFE_MAX = 2**53 - 1  # Number.MAX_SAFE_INTEGER
-EARLIEST, LATEST = dt.datetime(1970, 1, 1), dt.datetime(2100, 1, 1)
-"""Timestamps a request may carry, on both endpoints: a card transaction outside them is a
-client's bug (year 0000 would not even fit Python's ``datetime``)."""
 
-Id = Annotated[int, Field(ge=0, le=_INT64_MAX)]
-
-
-class Transaction(BaseModel):
-    """One raw transaction, as the validated schema names its fields."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-    transaction_id: Id = Field(description="Non-negative integer, echoed in the prediction.")
-    tx_datetime: NaiveDatetime = Field(
-        ge=EARLIEST, lt=LATEST,
-        description="Local time without a time zone, ISO 8601: 2025-03-15T14:03:07; from"
-        f" {EARLIEST.date()} to before {LATEST.date()}.",
-    )
-    customer_id: Id = Field(description="Non-negative integer; unknown customers have no history.")
-    terminal_id: Id = Field(description="Non-negative integer; unknown terminals have no history.")
-    tx_amount: float = Field(ge=0, le=MAX_AMOUNT,
-                             description=f"From 0 (a card verification) to {MAX_AMOUNT:,.2f}.")
+Transaction = create_model(
+    "Transaction", __doc__="One raw transaction, as the validated schema names its fields.",
+    __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False), **pydantic_fields())
 
 
 Explain = Literal["flagged", "all"]
@@ -240,14 +222,10 @@ def request_rows(transactions: list[Transaction]) -> list[tuple]:
     return [tuple(t.__dict__.values()) for t in transactions]
 
 
-class _PlainTransaction(msgspec.Struct, forbid_unknown_fields=True):
-    """``Transaction`` for msgspec, the timestamp kept as text (see ``_PLAIN_DATETIME``)."""
-
-    transaction_id: Annotated[int, msgspec.Meta(ge=0, le=_INT64_MAX)]
-    tx_datetime: str
-    customer_id: Annotated[int, msgspec.Meta(ge=0, le=_INT64_MAX)]
-    terminal_id: Annotated[int, msgspec.Meta(ge=0, le=_INT64_MAX)]
-    tx_amount: Annotated[float, msgspec.Meta(ge=0, le=MAX_AMOUNT)]  # JSON has no NaN
+_PlainTransaction = msgspec.defstruct(
+    "_PlainTransaction", msgspec_fields(), module=__name__, forbid_unknown_fields=True,
+    namespace={"__doc__": "``Transaction`` for msgspec, the timestamp kept as text (see"
+               " ``_PLAIN_DATETIME``)."})
 
 
 class _PlainBatch(msgspec.Struct, forbid_unknown_fields=True):
