@@ -437,8 +437,7 @@ def drift_functions(days: int, root: Path, sample: int) -> dict:
     import dagster as dg
 
     from fraud_dagster.core.drift import DRIFT_COLUMNS, drift_summary
-    from fraud_dagster.definitions import default_resources
-    from fraud_dagster.io_managers import DailyTables
+    from fraud_dagster.resources import DailyTables, default_resources
 
     resources = default_resources()
     models, tables = resources["model_registry"], DailyTables(base_path=str(root / "data" / "assets"))

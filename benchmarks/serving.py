@@ -95,9 +95,9 @@ def build_project(root: Path) -> Path:
     """Ingest, train and export into ``root``; returns its BentoML home."""
     import dagster as dg
 
-    from fraud_dagster.definitions import local_resources, make_definitions
+    from fraud_dagster.definitions import make_definitions
     from fraud_dagster.partitions import partition_range_tags
-    from fraud_dagster.resources import SimulatorSource
+    from fraud_dagster.resources import SimulatorSource, local_resources
 
     defs = make_definitions(local_resources(root / "data", SimulatorSource()))
     with dg.DagsterInstance.ephemeral() as instance:

@@ -7,7 +7,8 @@ import datetime as dt, time, tempfile
 from pathlib import Path
 import numpy as np, polars as pl, dagster as dg
 from fraud_dagster.core.simulator import Simulator
-from fraud_dagster.io_managers import DailyTables, write_parquet_atomically
+from fraud_dagster.io_managers import write_parquet_atomically
+from fraud_dagster.resources import DailyTables
 from upath import UPath
 n = Simulator().day(dt.date(2025, 3, 1)).height
 print("simulator rows a day (default 5,000 customers):", n)

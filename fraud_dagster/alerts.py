@@ -1,24 +1,19 @@
 """Alerts a user can see: failed runs and failed blocking checks, in a file, the logs and a webhook.
 
-``AlertSink`` appends one JSON object per line to ``<data root>/alerts/alerts.jsonl`` and, when
-``FRAUD_ALERT_WEBHOOK_URL`` is set, POSTs the same object there. A webhook that is down never loses
-the alert: the file has it and the failure to deliver is logged, the URL redacted (``redact_url``:
-it carries the webhook's credentials).
+The ``AlertSink`` resource (``fraud_dagster.resources``) appends one JSON object per line to
+``<data root>/alerts/alerts.jsonl`` and, when ``FRAUD_ALERT_WEBHOOK_URL`` is set, POSTs the same
+object there. A webhook that is down never loses the alert: the file has it and the failure to
+deliver is logged, the URL redacted (``redact_url``: it carries the webhook's credentials). This
+module is the part that knows nothing of Dagster: the redaction, the request, reading the file.
 """
 
 import base64
-import datetime as dt
 import json
-import logging
 import re
-import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
-import dagster as dg
-
-log = logging.getLogger(__name__)
 _PLAIN_SEGMENT = re.compile(r"[a-z_-]{1,15}")
 """A path segment kept as it is in logs (``services``, ``webhooks``, ``alerts``); any other, with
 capitals, digits or long (Slack's ``T0/B0/<token>``, Discord's ``<id>/<token>``), may be a secret."""
@@ -45,7 +40,7 @@ def redact_url(url: str) -> str:
                                     "***" if parts.fragment else ""))
 
 
-def _redacted_error(error: BaseException, url: str) -> str:
+def redacted_error(error: BaseException, url: str) -> str:
     """The error's text without the URL or any of its secret parts (some errors quote them)."""
     if redact_url(url) == "***":
         return "the webhook URL is not an http(s) URL with a host"
@@ -62,41 +57,7 @@ def _redacted_error(error: BaseException, url: str) -> str:
     return text
 
 
-class AlertSink(dg.ConfigurableResource):
-    alerts_file: str
-    webhook_url: str | None = None
-    webhook_timeout_s: float = 5.0
-
-    def send(self, kind: str, summary: str, **details) -> dict:
-        alert = {
-            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "kind": kind,
-            "summary": summary,
-            **details,
-        }
-        path = Path(self.alerts_file)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf8") as handle:
-            handle.write(json.dumps(alert, default=str) + "\n")
-        log.warning("fraud_dagster alert: %s", summary)
-        if self.webhook_url:
-            self._post(alert)
-        return alert
-
-    def _post(self, alert: dict) -> None:
-        try:
-            request = _webhook_request(self.webhook_url, json.dumps(alert, default=str).encode())
-            with urllib.request.urlopen(request, timeout=self.webhook_timeout_s) as response:
-                response.read()
-        except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
-            # Never the URL itself: webhook URLs carry their credentials (user and password,
-            # a token in the path or the query).
-            log.error("alert webhook %s failed: %s: %s (the alert is in %s)",
-                      redact_url(self.webhook_url), type(exc).__name__,
-                      _redacted_error(exc, self.webhook_url), self.alerts_file)
-
-
-def _webhook_request(url: str, body: bytes) -> urllib.request.Request:
+def webhook_request(url: str, body: bytes) -> urllib.request.Request:
     """A POST of ``body`` to ``url``; a user and password in the URL are sent as HTTP basic
     authentication (urllib would take them for part of the host name)."""
     parts = urllib.parse.urlsplit(url)

@@ -85,6 +85,16 @@ class RegisteredModel:
         return self.pipeline.predict_proba(feature_matrix(features, self.feature_columns))[:, 1]
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainedVersion:
+    """A model just trained and the registered version it became, with the MLflow run that
+    logged it (``fraud_model``'s value: ``TrainedModel`` itself knows nothing of MLflow)."""
+
+    trained: TrainedModel
+    version: str
+    run_id: str
+
+
 def log_trained_model(trained: TrainedModel, tags: dict[str, str]) -> str:
     """Log a trained model in the active MLflow run, register it and make it the challenger.
 
@@ -190,6 +200,17 @@ def log_png(client: MlflowClient, run_id: str, png: bytes, name: str) -> None:
         path = Path(folder) / name
         path.write_bytes(png)
         client.log_artifact(run_id, str(path), artifact_path="plots")
+
+
+def log_evaluation(client: MlflowClient, run_id: str, metrics: dict[str, float],
+                   per_day: pl.DataFrame, pictures: dict[str, bytes]) -> None:
+    """A model's test results on the (finished) run that trained it: the metrics as
+    ``test_<name>``, the per-day table, the curves under ``plots/``."""
+    for name, png in pictures.items():
+        log_png(client, run_id, png, f"{name}.png")
+    for name, value in metrics.items():
+        client.log_metric(run_id, f"test_{name}", value)
+    client.log_text(run_id, per_day.write_csv(), "test_per_day.csv")
 
 
 REFERENCE_ARTIFACT = "reference/reference.parquet"

@@ -6,8 +6,7 @@ alerts file; a file that changed since the decision is left for the sensor to de
 import dagster as dg
 from pydantic import Field
 
-from fraud_dagster.alerts import AlertSink
-from fraud_dagster.resources import LandingSource, TransactionSource
+from fraud_dagster.resources import AlertSink, LandingSource, TransactionSource
 
 
 class LandingRejection(dg.Config):

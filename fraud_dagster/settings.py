@@ -104,6 +104,12 @@ def mlflow_tracking_uri() -> str | None:
     return with_search_path(url, MLFLOW_POSTGRES_SCHEMA) if url else None
 
 
+def bentoml_home() -> Path | None:
+    """``BENTOML_HOME``, BentoML's own variable, when set (else ``<data root>/bentoml``)."""
+    value = os.environ.get("BENTOML_HOME")
+    return Path(value).resolve() if value else None
+
+
 def alert_webhook_url() -> str | None:
     """``FRAUD_ALERT_WEBHOOK_URL``: alerts are also POSTed there as JSON when set."""
     return os.environ.get("FRAUD_ALERT_WEBHOOK_URL") or None

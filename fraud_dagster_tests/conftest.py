@@ -16,8 +16,8 @@ import dagster as dg
 import pytest
 import redis
 
-from fraud_dagster.definitions import local_resources, make_definitions
-from fraud_dagster.resources import LandingSource, SimulatorSource
+from fraud_dagster.definitions import make_definitions
+from fraud_dagster.resources import LandingSource, SimulatorSource, local_resources
 from fraud_dagster_tests.pipeline import SMALL_SIMULATOR, trained_project
 from fraud_dagster_tests.processes import PostgresServer, free_port, postgres_bin_dir
 

@@ -13,9 +13,9 @@ import dagster as dg
 import polars as pl
 from mlflow import MlflowClient
 
-from fraud_dagster.definitions import local_resources, make_definitions
+from fraud_dagster.definitions import make_definitions
 from fraud_dagster.partitions import partition_range_tags
-from fraud_dagster.resources import SimulatorSource
+from fraud_dagster.resources import SimulatorSource, local_resources
 
 # Small populations keep runs quick; the behaviour under test does not depend on size.
 SMALL_SIMULATOR = dict(n_customers=500, n_terminals=1_000, drift_start="2025-03-01")

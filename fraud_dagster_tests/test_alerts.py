@@ -9,7 +9,8 @@ import threading
 import dagster as dg
 import pytest
 
-from fraud_dagster.alerts import AlertSink, read_alerts
+from fraud_dagster.alerts import read_alerts
+from fraud_dagster.resources import AlertSink
 from fraud_dagster.sensors import check_failure_alerts, run_failure_alerts
 from fraud_dagster_tests.pipeline import run_ingest
 from fraud_dagster_tests.landing_files import corrupt_amounts, handbook_frame, land_accepted

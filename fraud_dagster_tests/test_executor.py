@@ -14,7 +14,8 @@ DAY = dt.date(2025, 1, 2)
 def ingest_job_from_environment() -> dg.JobDefinition:
     """``ingest_job`` of definitions built from the environment now (what a code location loads),
     importable by the step processes (``dg.reconstructable``)."""
-    from fraud_dagster.definitions import default_resources, make_definitions
+    from fraud_dagster.definitions import make_definitions
+    from fraud_dagster.resources import default_resources
 
     return make_definitions(default_resources()).resolve_job_def("ingest_job")
 

@@ -10,7 +10,7 @@ import pytest
 from fraud_dagster.assets.model import labelled_features
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
 from fraud_dagster.core.training import Window
-from fraud_dagster.io_managers import DailyTables
+from fraud_dagster.resources import DailyTables
 from fraud_dagster_tests.pipeline import read_days, read_partition
 from fraud_dagster_tests.landing_files import settle
 from fraud_dagster_tests.landing_daemon import Daemon

@@ -195,7 +195,7 @@ def test_a_recent_file_is_taken_only_once_a_second_tick_sees_it_unchanged(daemon
 
 
 def test_the_settle_time_comes_from_the_environment(monkeypatch, tmp_path):
-    from fraud_dagster.definitions import transaction_source
+    from fraud_dagster.resources import transaction_source
 
     monkeypatch.setenv("FRAUD_SOURCE", "landing")
     monkeypatch.setenv("FRAUD_LANDING_DIR", str(tmp_path))
@@ -300,7 +300,8 @@ def test_an_ingest_run_that_fails_leaves_its_files_in_place(
     landing_dir, instance, data_dir, assets_dir
 ):
     """Files move only after raw_transactions is stored: a failed run keeps them for a re-execution."""
-    from fraud_dagster.definitions import local_resources, make_definitions
+    from fraud_dagster.definitions import make_definitions
+    from fraud_dagster.resources import local_resources
 
     class FailingIOManager(dg.ConfigurableIOManager):
         def handle_output(self, context, obj):
@@ -328,7 +329,8 @@ def test_an_ingest_run_that_fails_leaves_its_files_in_place(
 
 
 def test_touching_a_file_whose_run_failed_asks_for_a_new_run(landing_dir, instance, data_dir, assets_dir):
-    from fraud_dagster.definitions import local_resources, make_definitions
+    from fraud_dagster.definitions import make_definitions
+    from fraud_dagster.resources import local_resources
 
     resources = local_resources(data_dir, LandingSource(landing_dir=str(landing_dir)))
     daemon = Daemon(make_definitions(resources), instance, landing_dir)

@@ -161,8 +161,6 @@ def test_promotion_is_refused_when_the_champion_moved_during_the_evaluation(own_
                                                                             monkeypatch):
     """Another run promotes v2 (here: the version this run registers) while this evaluation
     scores against v1: the compare-and-set on the champion alias refuses, v2 stays champion."""
-    from fraud_dagster.assets import model as model_assets
-
     project = own_project
     client = project.client()
     assert registry.alias_version(client, "champion") == "1"
@@ -173,7 +171,7 @@ def test_promotion_is_refused_when_the_champion_moved_during_the_evaluation(own_
         registry.promote(client_, "2")
         return loaded
 
-    monkeypatch.setattr(model_assets.registry, "load_version", load_and_let_another_run_promote)
+    monkeypatch.setattr(registry, "load_version", load_and_let_another_run_promote)
     result = retrain(project, ["xgboost"], min_gain=-1.0)  # would win against v1
     monkeypatch.undo()
     assert result.success

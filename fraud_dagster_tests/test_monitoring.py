@@ -10,10 +10,10 @@ import dagster as dg
 import pytest
 
 from fraud_dagster import registry
-from fraud_dagster.alerts import AlertSink, read_alerts
-from fraud_dagster.io_managers import DailyTables
+from fraud_dagster.alerts import read_alerts
 from fraud_dagster.partitions import partition_range_tags
-from fraud_dagster.sensors import DriftPolicy, drift_sensor
+from fraud_dagster.resources import AlertSink, DailyTables, DriftPolicy
+from fraud_dagster.sensors import drift_sensor
 from fraud_dagster_tests.pipeline import FAST, client_for, copy_project, new_project, run_ingest
 
 pytestmark = pytest.mark.slow  # a full-population project, trained, and a month of daily runs

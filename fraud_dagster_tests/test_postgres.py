@@ -20,9 +20,9 @@ import yaml
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from fraud_dagster import registry, settings
-from fraud_dagster.definitions import local_resources, make_definitions
+from fraud_dagster.definitions import make_definitions
 from fraud_dagster.partitions import partition_range_tags
-from fraud_dagster.resources import SimulatorSource
+from fraud_dagster.resources import SimulatorSource, local_resources
 from fraud_dagster.sensors import drift_sensor
 from fraud_dagster_tests.pipeline import SMALL_SIMULATOR, run_ingest
 

@@ -25,8 +25,7 @@ from mlflow import MlflowClient
 from fraud_dagster import registry
 from fraud_dagster.core.features import FEATURE_COLUMNS, features_for_day
 from fraud_dagster.core.schema import REQUIRED_COLUMNS
-from fraud_dagster.definitions import local_resources
-from fraud_dagster.resources import SimulatorSource
+from fraud_dagster.resources import PredictionLogStore, SimulatorSource, local_resources
 from fraud_dagster.serving.prediction_log import read_day
 from fraud_dagster.serving.scoring import STATE_FILE
 from fraud_dagster_tests.pipeline import LAST, SMALL_SIMULATOR, STATE_DAY, copy_project, read_partition
@@ -640,7 +639,6 @@ def test_drift_of_served_traffic_is_the_drift_of_the_same_day_in_the_batch(
     """``served_drift_report`` reads what the service logged; the service computes the batch
     features and scores, so for a day served whole its drift is that day's ``drift_report``."""
     from fraud_dagster.assets import features, model, monitoring, serving, transactions
-    from fraud_dagster.assets.monitoring import PredictionLogStore
 
     data_dir = tmp_path / "data"
     served = BentoServer(project.bentoml_home, data_dir, tmp_path / "server.log")

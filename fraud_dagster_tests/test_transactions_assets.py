@@ -9,10 +9,10 @@ import pytest
 from fraud_dagster.assets.transactions import validated_transactions
 from fraud_dagster.core.labels import simulated_reports
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
-from fraud_dagster.definitions import local_resources, make_definitions
+from fraud_dagster.definitions import make_definitions
 from fraud_dagster.io_managers import PolarsParquetIOManager
 from fraud_dagster.partitions import daily_partitions, partition_range_tags
-from fraud_dagster.resources import LandingSource
+from fraud_dagster.resources import LandingSource, local_resources
 from fraud_dagster_tests.pipeline import read_partition, run_ingest
 from fraud_dagster_tests.landing_files import corrupt_amounts, handbook_frame, land_accepted
 

@@ -10,9 +10,11 @@ from fraud_dagster.assets.labels import FRAUD_LABELS, read_labels
 from fraud_dagster.assets.transactions import VALIDATED
 from fraud_dagster.core.features import FEATURE_COLUMNS, FeatureSpec, batch_features
 from fraud_dagster.core.schema import POLARS_DTYPES as VALIDATED_DTYPES
-from fraud_dagster.io_managers import DailyTables
+from fraud_dagster.resources import DailyTables
 from fraud_dagster.partitions import daily_backfill_policy, daily_partitions, window_days
 
+FEATURES = dg.AssetKey("transaction_features")
+FEATURE_STATE = dg.AssetKey("feature_state")
 HISTORY_DAYS = FeatureSpec().history_days()
 
 

@@ -16,9 +16,8 @@ from fraud_dagster.core.labels import (
     split_reports,
 )
 from fraud_dagster.assets.transactions import VALIDATED, LandingFileToTake
-from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.partitions import daily_backfill_policy, daily_partitions, window_days
-from fraud_dagster.resources import LandingSource, TransactionSource
+from fraud_dagster.resources import DailyTables, LandingSource, TransactionSource
 from fraud_dagster.metadata import as_table
 
 FRAUD_LABELS = dg.AssetKey("fraud_labels")

@@ -14,8 +14,7 @@ import polars as pl
 from dagster_mlflow.resources import MlFlow
 from pydantic import Field
 
-from fraud_dagster import registry
-from fraud_dagster.alerts import AlertSink
+from fraud_dagster.assets.features import FEATURES
 from fraud_dagster.assets.labels import FRAUD_LABELS, read_labels
 from fraud_dagster.core import plots
 from fraud_dagster.core.drift import reference_sample
@@ -35,17 +34,16 @@ from fraud_dagster.core.training import (
     BALANCING,
     MODELS,
     CandidateSettings,
-    TrainedModel,
     TrainingPlan,
     Window,
     candidate_names,
     train,
 )
-from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.jobs import RETRAIN_POOL
 from fraud_dagster.metadata import as_table
+from fraud_dagster.registry import TrainedVersion
+from fraud_dagster.resources import AlertSink, DailyTables, ModelRegistry
 
-FEATURES = dg.AssetKey("transaction_features")
 _OBJECTIVE = ThresholdObjective()
 REFERENCE_ROWS = 25_000
 """Rows of the training window kept, with their scores, as the drift reference."""
@@ -137,11 +135,14 @@ def fraud_model(
     context: dg.AssetExecutionContext,
     config: FraudModelConfig,
     daily_tables: DailyTables,
+    model_registry: ModelRegistry,
     mlflow: dg.ResourceParam[MlFlow],
-) -> dg.Output[TrainedModel]:
+) -> dg.Output[TrainedVersion]:
     """The best of the candidate classifiers on prequential validation folds, refitted on the
     training window, with its decision threshold; logged to MLflow, registered as `challenger`.
     Trained and validated only on the labels known on the eve of its test window."""
+    # `mlflow` is not called: asking for it opens this Dagster run's MLflow run (dagster-mlflow),
+    # the one model_registry.register logs into.
     as_of = (dt.date.fromisoformat(config.as_of) if config.as_of
              else newest_labelled_day(context.instance))
     plan = plan_of(config, as_of, config.validation_folds)
@@ -160,16 +161,11 @@ def fraud_model(
     )
     train_days = labelled.filter(pl.col("tx_datetime").dt.date().is_between(
         plan.train_window().first, plan.train_window().last))
-    registry.log_reference(reference_sample(
-        train_days.with_columns(score=trained.predict_proba(train_days)),
-        REFERENCE_ROWS, config.seed,
-    ))
-    trained.registered_version = registry.log_trained_model(
-        trained, {"dagster_run_id": context.run.run_id}
-    )
-    trained.mlflow_run_id = mlflow.active_run().info.run_id
+    reference = reference_sample(train_days.with_columns(score=trained.predict_proba(train_days)),
+                                 REFERENCE_ROWS, config.seed)
+    registered = model_registry.register(trained, reference, {"dagster_run_id": context.run.run_id})
     return dg.Output(
-        trained,
+        registered,
         metadata={
             "candidate": trained.candidate,
             "validation_average_precision": trained.validation_average_precision,
@@ -182,8 +178,8 @@ def fraud_model(
             "training_rows": trained.training_rows,
             "training_frauds": trained.training_frauds,
             "model_selection": as_table(trained.selection),
-            "mlflow_run_id": trained.mlflow_run_id,
-            "registered_version": trained.registered_version,
+            "mlflow_run_id": registered.run_id,
+            "registered_version": registered.version,
         },
     )
 
@@ -227,31 +223,31 @@ def model_evaluation(
     context: dg.AssetExecutionContext,
     config: EvaluationConfig,
     daily_tables: DailyTables,
-    mlflow: dg.ResourceParam[MlFlow],
+    model_registry: ModelRegistry,
     alerts: AlertSink,
-    fraud_model: TrainedModel,
+    fraud_model: TrainedVersion,
 ):
     """The new model on its held-out test window next to the current champion on the same days;
     the new model is promoted to `champion` when it wins by the documented rule. One row per
     test day."""
-    client = mlflow.tracking_client
-    window = fraud_model.plan.test_window()
-    test, coverage = labelled_features(daily_tables, window, fraud_model.plan.as_of())
+    challenger_version, challenger_run = fraud_model.version, fraud_model.run_id
+    trained = fraud_model.trained
+    window = trained.plan.test_window()
+    test, coverage = labelled_features(daily_tables, window, trained.plan.as_of())
     # The Handbook's protocol: each test day without the cards a fraud team knows compromised
     # by then (a fraud reported by the day before, since the training window's first day).
-    since = fraud_model.plan.train_window().first
+    since = trained.plan.train_window().first
     known = known_compromised_by(read_labels(daily_tables, since, window.last), window.days(), since)
     rows_before, test = test.height, without_known_compromised(test, known)
     if test.height == 0 or test["tx_fraud"].sum() == 0:
         raise dg.Failure(f"the test window {window} has no labelled fraud to evaluate on")
-    challenger_version, challenger_run = fraud_model.registered_version, fraud_model.mlflow_run_id
-    scored = _scored(test, fraud_model.predict_proba(test))
+    scored = _scored(test, trained.predict_proba(test))
     k = config.card_precision_k
-    metrics = evaluation_metrics(scored, fraud_model.threshold, fraud_model.objective, k)
+    metrics = evaluation_metrics(scored, trained.threshold, trained.objective, k)
     curves = {f"challenger v{challenger_version}": _curve(scored)}
-    thresholds = {f"challenger v{challenger_version}": fraud_model.threshold}
+    thresholds = {f"challenger v{challenger_version}": trained.threshold}
 
-    champion_version = registry.alias_version(client, registry.CHAMPION)
+    champion_version = model_registry.champion_version()
     champion_metrics = None
     already_champion = champion_version == challenger_version
     if champion_version is None:
@@ -259,10 +255,10 @@ def model_evaluation(
     elif already_champion:
         promoted, reason = False, f"v{challenger_version} is already the champion"
     else:
-        champion = registry.load_version(client, champion_version)
+        champion = model_registry.load(champion_version)
         champion_scored = _scored(test, champion.predict_proba(test))
         champion_metrics = evaluation_metrics(champion_scored, champion.threshold,
-                                              fraud_model.objective, k)
+                                              trained.objective, k)
         curves[f"champion v{champion_version}"] = _curve(champion_scored)
         thresholds[f"champion v{champion_version}"] = champion.threshold
         gain = metrics["average_precision"] - champion_metrics["average_precision"]
@@ -274,8 +270,8 @@ def model_evaluation(
         )
     if promoted:
         # Compare-and-set: refuse if another run moved the champion since it was read above.
-        promoted, found = registry.promote_if_champion_is(client, challenger_version,
-                                                          champion_version)
+        promoted, found = model_registry.promote_if_champion_is(challenger_version,
+                                                                champion_version)
         if not promoted:
             reason = (f"the champion moved from {_v(champion_version)} to {_v(found)} while"
                       f" v{challenger_version} was evaluated (another run promoted it): not"
@@ -288,23 +284,19 @@ def model_evaluation(
     context.log.info(f"v{challenger_version} {'promoted' if promoted else 'not promoted'}: {reason}")
 
     pictures = {
-        "precision_recall_curve": plots.pr_curve_png(curves, fraud_model.objective.target_precision),
+        "precision_recall_curve": plots.pr_curve_png(curves, trained.objective.target_precision),
         "roc_curve": plots.roc_curve_png(curves),
-        "threshold_cost_curve": plots.cost_curve_png(curves, thresholds, fraud_model.objective),
+        "threshold_cost_curve": plots.cost_curve_png(curves, thresholds, trained.objective),
     }
-    for name, png in pictures.items():
-        registry.log_png(client, challenger_run, png, f"{name}.png")
-    for name, value in metrics.items():
-        client.log_metric(challenger_run, f"test_{name}", value)
-    per_day = per_day_table(scored, fraud_model.threshold, fraud_model.objective, k)
-    client.log_text(challenger_run, per_day.write_csv(), "test_per_day.csv")
+    per_day = per_day_table(scored, trained.threshold, trained.objective, k)
+    model_registry.log_evaluation(challenger_run, metrics, per_day, pictures)
     compared = {"challenger": metrics, **({"champion": champion_metrics} if champion_metrics else {})}
     yield dg.Output(
         per_day,
         metadata={
             **{name: float(value) for name, value in metrics.items()},
             "test_window": str(window),
-            "test_labels_as_of": str(fraud_model.plan.as_of()),
+            "test_labels_as_of": str(trained.plan.as_of()),
             **{f"test_labels_{k}": v for k, v in coverage.items()},
             "known_compromised_transactions_removed": rows_before - test.height,
             "challenger_version": challenger_version,

@@ -9,25 +9,20 @@ so drift is measured on real traffic too.
 """
 
 import datetime as dt
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
-from mlflow import MlflowClient
 from pydantic import Field
 
-from fraud_dagster import registry
 from fraud_dagster.core.drift import DRIFT_COLUMNS, SCORE_COLUMN, drift_summary
-from fraud_dagster.assets.labels import read_labels
+from fraud_dagster.assets.features import FEATURES
+from fraud_dagster.assets.labels import FRAUD_LABELS, read_labels
 from fraud_dagster.core.labels import LABEL_MATURITY_DAYS, known_labels
 from fraud_dagster.core.metrics import average_precision
-from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.partitions import daily_partitions, window_days
-from fraud_dagster.serving.prediction_log import read_day
 from fraud_dagster.metadata import as_table
+from fraud_dagster.resources import DailyTables, ModelRegistry, PredictionLogStore
 
-FEATURES = dg.AssetKey("transaction_features")
-FRAUD_LABELS = dg.AssetKey("fraud_labels")
 
 # No `deps=[bento_model]`: with the spec in Definitions, that unpartitioned upstream made a UI
 # backfill of the monitoring group leave served_drift_report out of its targets
@@ -41,52 +36,6 @@ prediction_log = dg.AssetSpec(
     " and model version, under `<data root>/predictions/<transaction day>/` (Arrow IPC streams)."
     " Written by the service before it answers, not by Dagster.",
 )
-
-
-class ModelRegistry(dg.ConfigurableResource):
-    """The MLflow registry (and where drift artifacts are kept), without opening an MLflow run."""
-
-    tracking_uri: str
-    monitoring_dir: str
-    """Drift HTML reports and cached references live here."""
-
-    def client(self) -> MlflowClient:
-        registry.prepare_tracking_store(self.tracking_uri)
-        return MlflowClient(self.tracking_uri)
-
-    def champion(self) -> registry.RegisteredModel | None:
-        import mlflow
-
-        mlflow.set_tracking_uri(self.tracking_uri)  # models:/ URIs resolve through it
-        client = self.client()
-        version = registry.alias_version(client, registry.CHAMPION)
-        return registry.load_version(client, version) if version else None
-
-    def reference(self, model: registry.RegisteredModel) -> pl.DataFrame:
-        return registry.load_reference(self.client(), model, Path(self.monitoring_dir) / "references")
-
-    def champion_and_reference(self) -> tuple[registry.RegisteredModel, pl.DataFrame, float | None
-                                              ] | None:
-        """The champion, its training reference and its test average precision; None before
-        there is a champion."""
-        champion = self.champion()
-        if champion is None:
-            return None
-        metrics = self.client().get_run(champion.run_id).data.metrics
-        return champion, self.reference(champion), metrics.get("test_average_precision")
-
-    def report_path(self, day: dt.date, kind: str = "drift_reports") -> Path:
-        return Path(self.monitoring_dir) / kind / f"{day.isoformat()}.html"
-
-
-class PredictionLogStore(dg.ConfigurableResource):
-    """The serving prediction log's folder (`<data root>/predictions`, where bento/service.py
-    writes with the same `FRAUD_DATA_DIR`)."""
-
-    folder: str
-
-    def read_day(self, day: dt.date) -> pl.DataFrame | None:
-        return read_day(Path(self.folder), day)
 
 
 class DriftReportConfig(dg.Config):

@@ -1,44 +1,19 @@
 """The champion, exported into the BentoML model store with everything the online service needs."""
 
 import datetime as dt
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
-from dagster_mlflow.resources import MlFlow
 from pydantic import Field
 
 from fraud_dagster import registry
-from fraud_dagster.io_managers import DailyTables
+from fraud_dagster.assets.features import FEATURE_STATE
 from fraud_dagster.jobs import RETRAIN_POOL
+from fraud_dagster.resources import BentoStore, DailyTables, ModelRegistry
 from fraud_dagster.serving.scoring import save_model_dir
 
-# BentoML reports usage to its vendor unless told not to; this project talks to no one.
-# (BentoML itself is imported where it is used: it adds seconds to every load of the definitions.)
-os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
-
-FEATURE_STATE = dg.AssetKey("feature_state")
 BENTO_MODEL_NAME = "fraud_model"
-
-
-def bentoml_home_from_env() -> Path | None:
-    """``BENTOML_HOME``, BentoML's own variable, when set."""
-    value = os.environ.get("BENTOML_HOME")
-    return Path(value).resolve() if value else None
-
-
-class BentoStore(dg.ConfigurableResource):
-    """A BentoML home folder; models live in `<home>/models` (what `BENTOML_HOME` points at)."""
-
-    home: str
-
-    def model_store(self):
-        from bentoml._internal.models import ModelStore
-
-        folder = Path(self.home) / "models"
-        folder.mkdir(parents=True, exist_ok=True)
-        return ModelStore(str(folder))
 
 
 class BentoModelConfig(dg.Config):
@@ -69,7 +44,7 @@ def bento_model(
     context: dg.AssetExecutionContext,
     config: BentoModelConfig,
     daily_tables: DailyTables,
-    mlflow: dg.ResourceParam[MlFlow],
+    model_registry: ModelRegistry,
     bento_store: BentoStore,
 ) -> Iterator[dg.MaterializeResult]:
     """The MLflow `champion` in the BentoML model store as `fraud_model`: its pipeline,
@@ -88,12 +63,10 @@ def bento_model(
                              " unchanged, nothing re-exported")
             return
 
-    client = mlflow.tracking_client
-    version = registry.alias_version(client, registry.CHAMPION)
-    if version is None:
+    champion = model_registry.champion()
+    if champion is None:
         raise dg.Failure("there is no champion model yet: materialise fraud_model and"
                          " model_evaluation first")
-    champion = registry.load_version(client, version)
     day = _state_date(context.instance, config)
     state = daily_tables.read_days(FEATURE_STATE, [day])
     if state.height == 0:

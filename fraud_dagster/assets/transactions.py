@@ -9,9 +9,8 @@ from pydantic import Field
 
 from fraud_dagster.core.schema import QuarantinedTransaction, RawTransaction, ValidatedTransaction
 from fraud_dagster.core.validation import split_transactions
-from fraud_dagster.io_managers import DailyTables
 from fraud_dagster.partitions import daily_backfill_policy, daily_partitions, window_days
-from fraud_dagster.resources import LandingSource, TransactionSource
+from fraud_dagster.resources import DailyTables, LandingSource, TransactionSource
 from fraud_dagster.metadata import as_table
 
 GROUP = "transactions"

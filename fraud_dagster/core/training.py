@@ -220,7 +220,7 @@ def assessed_rows(labelled: pl.DataFrame, train: Window, assessed: Window, delay
     return without_known_compromised(rows, known)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class TrainedModel:
     """A fitted pipeline and everything needed to use it the way it was chosen."""
 
@@ -234,9 +234,6 @@ class TrainedModel:
     selection: pl.DataFrame
     training_rows: int
     training_frauds: int
-    registered_version: str | None = None
-    """Set once the model is registered (MLflow), with the run that logged it."""
-    mlflow_run_id: str | None = None
 
     def predict_proba(self, features: pl.DataFrame) -> np.ndarray:
         """Fraud probability for each row of a frame that has the feature columns."""

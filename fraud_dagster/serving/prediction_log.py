@@ -95,8 +95,9 @@ class PredictionLog:
         if frame.height == 0:
             return
         stamps = frame.get_column("tx_datetime")
-        if (first := stamps.min().date()) == stamps.max().date():  # no text per row then
-            parts = {first.isoformat(): frame}
+        days = stamps.dt.epoch("d")  # in polars: a year-0 row has no Python datetime
+        if days.min() == days.max():  # one day: no text per row
+            parts = {stamps.head(1).dt.strftime("%Y-%m-%d")[0]: frame}
         else:
             days = stamps.dt.strftime("%Y-%m-%d")
             parts = {key: part for (key,), part in frame.with_columns(days.alias("_day"))

@@ -1,20 +1,16 @@
-"""Resources: where raw transactions come from (``FRAUD_SOURCE``) and the MLflow run of a Dagster run."""
+"""Where raw transactions come from (``FRAUD_SOURCE``): the simulator or the landing folder."""
 
 import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import dagster as dg
-import mlflow
 import polars as pl
-from dagster_mlflow.resources import CONFIG_SCHEMA as MLFLOW_CONFIG_SCHEMA
-from dagster_mlflow.resources import MlFlow
 from pydantic import Field
 
 from fraud_dagster.core.labels import simulated_reports
 from fraud_dagster.core.landing import Delivery, LandingFolder
 from fraud_dagster.core.simulator import Simulator, SimulatorConfig
-from fraud_dagster.registry import ensure_experiment
 
 
 def _days(first: dt.date, last: dt.date) -> list[dt.date]:
@@ -135,27 +131,3 @@ class LandingSource(TransactionSource):
 
     def commit_labels(self, delivery: Delivery):
         return self.folder().labels().commit(delivery)
-
-
-@dg.resource(
-    config_schema={
-        **MLFLOW_CONFIG_SCHEMA,
-        "artifact_location": dg.Field(
-            dg.Noneable(str), default_value=None,
-            description="Where a new experiment keeps its artifacts (MLflow's default is ./mlruns).",
-        ),
-    },
-    description="dagster-mlflow's MLflow run for this Dagster run (tagged with its run id),"
-    " ended when the run's steps are done, whether or not the job has the end-run hook.",
-)
-def mlflow_tracking(context):
-    config = context.resource_config
-    ensure_experiment(config["mlflow_tracking_uri"] or mlflow.get_tracking_uri(),
-                      config["experiment_name"], config["artifact_location"])
-    tracking = MlFlow(context)
-    try:
-        yield tracking
-    finally:
-        # A later step (another process, with the multiprocess executor) finds the run again by
-        # its dagster_run_id tag and reopens it.
-        mlflow.end_run()
