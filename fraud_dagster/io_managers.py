@@ -139,6 +139,14 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
         return pl.concat(frames, how="vertical") if frames else pl.DataFrame()
 
 
+def daily_table(partition_expr: str, description: str, *, kinds: tuple[str, ...] = (),
+                **kwargs) -> dg.AssetOut:
+    """An output ``PolarsParquetIOManager`` stores a parquet file a day of, the day read from
+    its column ``partition_expr``."""
+    return dg.AssetOut(metadata={"partition_expr": partition_expr},
+                       kinds={"polars", *kinds, "parquet"}, description=description, **kwargs)
+
+
 class PickleIOManager(dg.ConfigurableIOManager):
     """Python objects (a trained model) as `<base_path>/<run id>/<asset key>.pickle`, written
     atomically. Run-scoped: two runs at once never read each other's object. A step of the same

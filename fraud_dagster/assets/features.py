@@ -10,6 +10,7 @@ from fraud_dagster.assets.labels import FRAUD_LABELS, read_labels
 from fraud_dagster.assets.transactions import VALIDATED
 from fraud_dagster.core.features import FEATURE_COLUMNS, FeatureSpec, batch_features
 from fraud_dagster.core.schema import POLARS_DTYPES as VALIDATED_DTYPES
+from fraud_dagster.io_managers import daily_table
 from fraud_dagster.resources import DailyTables
 from fraud_dagster.partitions import daily_backfill_policy, daily_partitions, window_days
 
@@ -20,17 +21,11 @@ HISTORY_DAYS = FeatureSpec().history_days()
 
 @dg.multi_asset(
     outs={
-        "transaction_features": dg.AssetOut(
-            metadata={"partition_expr": "tx_datetime"},
-            kinds={"polars", "parquet"},
-            description="One row per validated transaction: its point-in-time features.",
-        ),
-        "feature_state": dg.AssetOut(
-            metadata={"partition_expr": "state_date"},
-            kinds={"polars", "parquet"},
-            description="Customer and terminal aggregates at the end of the day: what the online"
-            " service needs to compute the next day's features exactly as the batch does.",
-        ),
+        "transaction_features": daily_table(
+            "tx_datetime", "One row per validated transaction: its point-in-time features."),
+        "feature_state": daily_table(
+            "state_date", "Customer and terminal aggregates at the end of the day: what the online"
+            " service needs to compute the next day's features exactly as the batch does."),
     },
     # The run's own days only. The history window before them is read through DailyTables:
     # declared as a TimeWindowPartitionMapping(start_offset=-HISTORY_DAYS), it made every UI

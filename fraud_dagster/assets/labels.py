@@ -16,6 +16,7 @@ from fraud_dagster.core.labels import (
     split_reports,
 )
 from fraud_dagster.assets.transactions import VALIDATED, LandingFileToTake
+from fraud_dagster.io_managers import daily_table
 from fraud_dagster.partitions import daily_backfill_policy, daily_partitions, window_days
 from fraud_dagster.resources import DailyTables, LandingSource, TransactionSource
 from fraud_dagster.metadata import as_table
@@ -45,19 +46,13 @@ class FraudLabelsConfig(dg.Config):
 
 @dg.multi_asset(
     outs={
-        "fraud_labels": dg.AssetOut(
-            metadata={"partition_expr": "reported_at"},
-            kinds={"polars", "parquet"},
-            description="The label reports made on the day (fraud 1 or genuine 0), each with its"
-            " transaction's time, customer and terminal. What training, evaluation and the"
-            " known-fraud features know, as of any day.",
-        ),
-        "quarantined_labels": dg.AssetOut(
-            metadata={"partition_expr": "report_day"},
-            kinds={"polars", "parquet"},
-            description="Label reports that broke a rule (unknown transaction, conflicting or"
-            " repeated label, bad value), each with every reason.",
-        ),
+        "fraud_labels": daily_table(
+            "reported_at", "The label reports made on the day (fraud 1 or genuine 0), each with"
+            " its transaction's time, customer and terminal. What training, evaluation and the"
+            " known-fraud features know, as of any day."),
+        "quarantined_labels": daily_table(
+            "report_day", "Label reports that broke a rule (unknown transaction, conflicting or"
+            " repeated label, bad value), each with every reason."),
     },
     ins={"validated_transactions": dg.AssetIn()},
     partitions_def=daily_partitions,

@@ -38,6 +38,15 @@ prediction_log = dg.AssetSpec(
 )
 
 
+def _champion_or_warn(context: dg.AssetExecutionContext, model_registry: ModelRegistry):
+    """``ModelRegistry.champion_and_reference``, saying why no report is made when there is no
+    champion yet."""
+    compared = model_registry.champion_and_reference()
+    if compared is None:
+        context.log.warning("no champion model yet: run retrain_job first; no drift report made")
+    return compared
+
+
 class DriftReportConfig(dg.Config):
     drift_share: float = Field(
         default=0.5,
@@ -92,9 +101,8 @@ def drift_report(
     """Per day: Evidently drift of the features and champion scores against the champion's
     training reference (HTML report under the data root), and the champion's performance on the
     day whose labels have just arrived. Nothing is materialised before there is a champion."""
-    compared = model_registry.champion_and_reference()
+    compared = _champion_or_warn(context, model_registry)
     if compared is None:
-        context.log.warning("no champion model yet: run retrain_job first; no drift report made")
         return
     champion, reference, champion_ap = compared
     first, last = window_days(context.partition_time_window)
@@ -178,9 +186,8 @@ def served_drift_report(
     the data root, beside `drift_report`'s). A day nothing was served for is a no-op that
     still materialises (an empty file, metadata `transactions` 0), so a backfill over days
     nobody served succeeds."""
-    compared = model_registry.champion_and_reference()
+    compared = _champion_or_warn(context, model_registry)
     if compared is None:
-        context.log.warning("no champion model yet: run retrain_job first; no drift report made")
         return
     champion, reference, champion_ap = compared
     first, last = window_days(context.partition_time_window)

@@ -10,6 +10,7 @@ from pydantic import Field
 from fraud_dagster.core.schema import QuarantinedTransaction, RawTransaction, ValidatedTransaction
 from fraud_dagster.core.validation import split_transactions
 from fraud_dagster.partitions import daily_backfill_policy, daily_partitions, window_days
+from fraud_dagster.io_managers import daily_table
 from fraud_dagster.resources import DailyTables, LandingSource, TransactionSource
 from fraud_dagster.metadata import as_table
 
@@ -83,18 +84,12 @@ def raw_transactions(
 
 @dg.multi_asset(
     outs={
-        "validated_transactions": dg.AssetOut(
-            dagster_type=pandera_schema_to_dagster_type(ValidatedTransaction),
-            metadata={"partition_expr": "tx_datetime"},
-            kinds={"polars", "pandera", "parquet"},
-            description="Transactions that passed every row rule.",
-        ),
-        "quarantined_transactions": dg.AssetOut(
-            dagster_type=pandera_schema_to_dagster_type(QuarantinedTransaction),
-            metadata={"partition_expr": "partition_date"},
-            kinds={"polars", "pandera", "parquet"},
-            description="Raw rows that broke a row rule, each with every reason.",
-        ),
+        "validated_transactions": daily_table(
+            "tx_datetime", "Transactions that passed every row rule.", kinds=("pandera",),
+            dagster_type=pandera_schema_to_dagster_type(ValidatedTransaction)),
+        "quarantined_transactions": daily_table(
+            "partition_date", "Raw rows that broke a row rule, each with every reason.",
+            kinds=("pandera",), dagster_type=pandera_schema_to_dagster_type(QuarantinedTransaction)),
     },
     **DAILY,
 )
