@@ -250,14 +250,19 @@ class Scorer:
             # row's scoring time).
             import xgboost
 
-            # In place: building a DMatrix cost a third of predicting a day's batch from it.
-            probability = self._booster.inplace_predict(z, validate_features=False)
-            explained = self._explained(probability, explain)
-            if not explained.any():
-                return probability, explained, np.empty((0, z.shape[1]), dtype=np.float32)
-            # A row's contributions do not depend on the other rows.
-            matrix = xgboost.DMatrix(z if explained.all() else z[explained],
-                                     nthread=self._threads)
+            if explain is None:  # every row explained: one DMatrix for both predictions
+                matrix = xgboost.DMatrix(z, nthread=self._threads)
+                probability = self._booster.predict(matrix, validate_features=False)
+                explained = self._explained(probability, explain)
+            else:
+                # The flagged rows are known only once predicted: predicted in place (a
+                # DMatrix of every row costs a third of predicting them), and a row's
+                # contributions do not depend on the other rows.
+                probability = self._booster.inplace_predict(z, validate_features=False)
+                explained = self._explained(probability, explain)
+                if not explained.any():
+                    return probability, explained, np.empty((0, z.shape[1]), dtype=np.float32)
+                matrix = xgboost.DMatrix(z[explained], nthread=self._threads)
             return probability, explained, self._booster.predict(
                 matrix, pred_contribs=True, approx_contribs=not self.exact_contributions,
                 validate_features=False)[:, :-1]
