@@ -25,6 +25,7 @@ import abc
 import dataclasses
 import datetime as dt
 import threading
+from collections.abc import Collection
 
 import numpy as np
 import polars as pl
@@ -199,20 +200,38 @@ class MemoryStore(FeatureStore):
         """Those not in ``_events`` yet (``EVENT_COLUMNS`` frames, in arrival order): indexed
         when a request of a few rows needs ``_events`` (``_index``), so that batches, computed
         from frames, do not pay for it (an append per row was a tenth of a day's batch)."""
-        # The transactions applied since the state's day, in arrival order: a frame, and the
-        # rows applied one by one since it was last built (a frame per request would cost more
-        # than scoring the request).
-        self._journal = pl.DataFrame(schema=_EVENT_SCHEMA)
+        # The transactions applied since the state's day, by day (a batch reads its days' and
+        # the days before them, whatever the journal holds) in arrival order within each, and
+        # the rows applied one by one since they were last added (a frame per request would
+        # cost more than scoring the request).
+        self._journal: dict[dt.date, list[pl.DataFrame]] = {}
         self._pending: list[tuple] = []
         self._ids: set[int] = set()
         self._newest: int | None = None
 
-    def _journal_frame(self) -> pl.DataFrame:
+    def _journal_add(self, events: pl.DataFrame) -> None:
+        days = events.get_column("tx_datetime").dt.date()
+        if (first := days.min()) == days.max():
+            parts = {first: events} if first is not None else {}
+        else:
+            parts = {day: part for (day,), part in events.with_columns(_day=days).partition_by(
+                "_day", as_dict=True, include_key=False, maintain_order=True).items()}
+        for day, part in parts.items():
+            self._journal.setdefault(day, []).append(part)
+
+    def _add_pending(self) -> None:
         if self._pending:
-            rows = pl.DataFrame(self._pending, schema=_EVENT_SCHEMA | {"tx_datetime": pl.Int64},
-                                orient="row").with_columns(pl.col("tx_datetime").cast(pl.Datetime("us")))
-            self._journal, self._pending = pl.concat([self._journal, rows]), []
-        return self._journal
+            rows, self._pending = self._pending, []
+            self._journal_add(pl.DataFrame(
+                rows, schema=_EVENT_SCHEMA | {"tx_datetime": pl.Int64}, orient="row"
+            ).with_columns(pl.col("tx_datetime").cast(pl.Datetime("us"))))
+
+    def _journal_frame(self, days: Collection[dt.date] | None = None) -> pl.DataFrame:
+        """The journal's transactions (of ``days`` only, if given)."""
+        self._add_pending()
+        frames = [frame for day, frames in self._journal.items() if days is None or day in days
+                  for frame in frames]
+        return pl.concat(frames) if frames else pl.DataFrame(schema=_EVENT_SCHEMA)
 
     def load_state(self, state: pl.DataFrame) -> bool:
         day = state_day(state)
@@ -220,11 +239,12 @@ class MemoryStore(FeatureStore):
             return False
         customers, terminals, state_events = state_rows(state)
         with self._lock:
-            journal = self._journal_frame().filter(pl.col("tx_datetime").dt.date() > day)
+            self._add_pending()
+            self._journal = {d: frames for d, frames in self._journal.items() if d > day}
+            journal = self._journal_frame()
             self.state_date, self._state = day, split_state(state)
             self._customers, self._terminals = customers, terminals
             self._events, self._unindexed = {}, [state_events, journal]
-            self._journal = journal
             self._ids = set(journal.get_column("transaction_id").to_list())
         return True
 
@@ -300,7 +320,8 @@ class MemoryStore(FeatureStore):
 
     def _apply_events(self, events: pl.DataFrame) -> None:
         """``_apply`` for transactions given as ``as_events`` rows."""
-        self._journal = pl.concat([self._journal_frame(), events])  # after the pending rows
+        self._add_pending()  # before the batch's
+        self._journal_add(events)
         self._unindexed.append(events)
         self._ids.update(events.get_column("transaction_id").to_list())
         newest = events.get_column("tx_datetime").dt.epoch("us").max()
@@ -316,10 +337,9 @@ class MemoryStore(FeatureStore):
                            self._state.transactions.filter(of_customers))
         # features_for_day only pairs a transaction with its customer's of the same day and the
         # day before: the journal's other days (a pipeline days late) would only be joined away.
-        days = transactions.get_column("tx_datetime").dt.date().unique()
-        days = pl.concat([days, days - dt.timedelta(days=1)]).unique().implode()
-        earlier = self._journal_frame().filter(
-            pl.col("customer_id").is_in(customers), pl.col("tx_datetime").dt.date().is_in(days))
+        days = set(transactions.get_column("tx_datetime").dt.date().unique().to_list())
+        days |= {day - dt.timedelta(days=1) for day in days}
+        earlier = self._journal_frame(days).filter(pl.col("customer_id").is_in(customers))
         return features_for_day(transactions, state, earlier)
 
     def info(self) -> StoreInfo:
