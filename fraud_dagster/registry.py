@@ -153,10 +153,14 @@ def log_trained_model(trained: TrainedModel, tags: dict[str, str]) -> str:
 
 
 def load_version(client: MlflowClient, version: str) -> RegisteredModel:
+    """A registered version, read from ``client``'s store: its artifacts' location, not a
+    ``models:/`` URI, which MLflow resolves through the process's global tracking URI (whatever
+    store was set last: in one process, another project's version of the same number)."""
     details = client.get_model_version(REGISTERED_MODEL, version)
     return RegisteredModel(
         version=str(details.version),
-        pipeline=mlflow.sklearn.load_model(f"models:/{REGISTERED_MODEL}/{details.version}"),
+        pipeline=mlflow.sklearn.load_model(
+            client.get_model_version_download_uri(REGISTERED_MODEL, details.version)),
         threshold=float(details.tags["threshold"]),
         feature_columns=tuple(json.loads(details.tags["feature_columns"])),
         run_id=details.run_id,

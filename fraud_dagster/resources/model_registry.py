@@ -85,7 +85,6 @@ class ModelRegistry(dg.ConfigurableResource):
         return registry.alias_version(self.client(), registry.CHAMPION)
 
     def load(self, version: str) -> registry.RegisteredModel:
-        mlflow.set_tracking_uri(self.tracking_uri)  # models:/ URIs resolve through it
         return registry.load_version(self.client(), version)
 
     def champion(self) -> registry.RegisteredModel | None:
