@@ -120,12 +120,12 @@ def features_functions(days: int, root: Path) -> dict:
     from upath import UPath
 
     from fraud_dagster.core.features import FeatureSpec, batch_features
+    from fraud_dagster.core.days import split_by_day
     from fraud_dagster.core.labels import delivered_reports
     from fraud_dagster.io_managers import (
         PolarsParquetIOManager,
         in_threads,
         read_parquet,
-        split_by_day,
         write_parquet_atomically,
     )
 

@@ -17,6 +17,8 @@ import dagster as dg
 import polars as pl
 from upath import UPath
 
+from fraud_dagster.core.days import split_by_day
+
 
 def write_atomically(path: UPath, write: Callable[[BinaryIO], None]) -> None:
     """``write`` fills a temporary file next to ``path``, which is then renamed over it."""
@@ -45,27 +47,6 @@ def read_parquet(path: UPath, columns: list[str] | None = None) -> pl.DataFrame:
         raise FileNotFoundError(f"{path} does not exist: materialise that partition first")
     with path.open("rb") as handle:
         return pl.read_parquet(handle, columns=columns)
-
-
-def split_by_day(frame: pl.DataFrame, column: str) -> dict[dt.date | None, pl.DataFrame]:
-    """The rows of each day of ``column`` (a date or datetime), in their order in ``frame``.
-
-    A frame whose days each come as one block of rows (a frame built day by day, as the assets
-    return) is cut into slices without copying; any other is regrouped.
-    """
-    days = frame.get_column(column).cast(pl.Date)
-    runs = days.rle()
-    run_days, run_lengths = runs.struct.field("value"), runs.struct.field("len")
-    if run_days.n_unique() < run_days.len():
-        parts = frame.with_columns(days.alias("__day")).partition_by(
-            "__day", as_dict=True, include_key=False
-        )
-        return {day: part for (day,), part in parts.items()}
-    parts, start = {}, 0
-    for day, length in zip(run_days.to_list(), run_lengths.to_list(), strict=True):
-        parts[day] = frame.slice(start, length)
-        start += length
-    return parts
 
 
 def in_threads(function: Callable, items: Iterable, threads: int) -> list:

@@ -94,9 +94,10 @@ class PredictionLog:
             frame = pl.from_arrow(frame)
         if frame.height == 0:
             return
+        # Days as text, not core.days.split_by_day's dates: a year-0 row has no Python date.
         stamps = frame.get_column("tx_datetime")
-        days = stamps.dt.epoch("d")  # in polars: a year-0 row has no Python datetime
-        if days.min() == days.max():  # one day: no text per row
+        epoch_days = stamps.dt.epoch("d")
+        if epoch_days.min() == epoch_days.max():  # one day: no text per row
             parts = {stamps.head(1).dt.strftime("%Y-%m-%d")[0]: frame}
         else:
             days = stamps.dt.strftime("%Y-%m-%d")

@@ -36,14 +36,15 @@ from fraud_dagster.core.features import (
     FEATURE_COLUMNS,
     KEY_COLUMNS,
     TERMINAL_STATE,
+    SplitState,
     amount_cents,
     cents,
-    SplitState,
     features_for_day,
     microseconds,
     online_features,
     split_state,
 )
+from fraud_dagster.core.days import split_by_day
 from fraud_dagster.core.schema import REQUIRED_COLUMNS
 
 _EVENT_SCHEMA = {"transaction_id": pl.Int64, "tx_datetime": pl.Datetime("us"),
@@ -210,13 +211,7 @@ class MemoryStore(FeatureStore):
         self._newest: int | None = None
 
     def _journal_add(self, events: pl.DataFrame) -> None:
-        days = events.get_column("tx_datetime").dt.date()
-        if (first := days.min()) == days.max():
-            parts = {first: events} if first is not None else {}
-        else:
-            parts = {day: part for (day,), part in events.with_columns(_day=days).partition_by(
-                "_day", as_dict=True, include_key=False, maintain_order=True).items()}
-        for day, part in parts.items():
+        for day, part in split_by_day(events, "tx_datetime").items():
             self._journal.setdefault(day, []).append(part)
 
     def _add_pending(self) -> None:
