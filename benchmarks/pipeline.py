@@ -172,10 +172,12 @@ STAGES = {
 def _event_split(instance, run_id: str, called_at: float, returned_at: float) -> dict:
     """Where a run's time went, from its event log's timestamps (seconds since the epoch).
 
-    Creating the run records one planned event per asset and partition before the run starts.
-    Dagster records an output's materialisations (one per partition) right after its IO manager's
-    ``handle_output`` returns, so for each output: writing = from STEP_OUTPUT to its first
-    ASSET_MATERIALIZATION, recording = from there to HANDLED_OUTPUT.
+    Creating the run records one planned event per asset and partition before the run starts:
+    planned events = from the first of them to RUN_START (an event is stamped when it is made,
+    and batched ones are stored after all are made, so only the run's start shows when they are
+    stored). Dagster records an output's materialisations (one per partition) right after its
+    IO manager's ``handle_output`` returns, so for each output: writing = from STEP_OUTPUT to
+    its first ASSET_MATERIALIZATION, recording = from there to HANDLED_OUTPUT.
     """
     import dagster as dg
 
@@ -194,8 +196,8 @@ def _event_split(instance, run_id: str, called_at: float, returned_at: float) ->
         0.0,
     )
     split["create_run"] = before[0] - called_at
-    split["planned_events"] = before[-1] - before[0]
-    previous, phase = before[-1], "start_up"
+    split["planned_events"] = run_start - before[0]
+    previous, phase = run_start, "start_up"
     for t, kind, step in events:
         if t < run_start:
             continue
@@ -512,6 +514,9 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=10,
                         help="FRAUD_SIMULATOR_SCALE of the scaled backfill (0: none)")
     parser.add_argument("--root", type=Path, help="data and instance folder shared by stages")
+    parser.add_argument("--postgres-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting of the benchmark's PostgreSQL server (repeatable), e.g."
+                             " synchronous_commit=off")
     parser.add_argument(
         "--only-stage",
         choices=[*STAGES, "drift"],
@@ -540,8 +545,9 @@ def main() -> None:
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
         sys.exit("PostgreSQL 15's initdb and pg_ctl are needed (Debian's postgresql-15)")
-    with (tempfile.TemporaryDirectory() as tmp,
-          PostgresServer(bin_dir).running() as postgres):  # fsync on, as a server keeps it
+    server_settings = dict(setting.split("=", 1) for setting in args.postgres_setting)
+    with (tempfile.TemporaryDirectory() as tmp,  # fsync on, as a server keeps it
+          PostgresServer(bin_dir, settings=server_settings).running() as postgres):
         shared = Path(tmp) / "sqlite"
         functions_only = _run("functions", args.days)
         stages: dict[str, dict] = {}

@@ -10,7 +10,8 @@ Environment: ``BENTOML_HOME`` (BentoML's; the project's store is ``<data root>/b
 default the project's ``data/``), ``FRAUD_MODEL_TAG`` (default ``fraud_model:latest``),
 ``FRAUD_ONLINE_STORE`` (``memory``, the default, or ``redis``), ``FRAUD_REDIS_URL``,
 ``FRAUD_WORKERS`` (default 1; more need ``redis``), ``FRAUD_RELOAD_SECONDS`` (default 10),
-``FRAUD_FEATURE_STATE_DIR`` (default ``<data root>/assets/feature_state``),
+``FRAUD_FEATURE_STATE_DIR`` (a folder or an fsspec URL; default
+``<FRAUD_STORAGE_URL or data root>/assets/feature_state``),
 ``FRAUD_API_TOKEN`` (unset: no token), ``FRAUD_MAX_BATCH_SIZE``, ``FRAUD_MAX_REQUEST_BYTES``,
 ``FRAUD_MAX_HEADER_BYTES`` (16384), ``FRAUD_BODY_TIMEOUT_SECONDS`` (10),
 ``FRAUD_PREDICTION_LOG_FSYNC`` (``1``: the prediction log is synced to disk on every append),
@@ -157,8 +158,8 @@ class FraudService:
                                  fsync=os.environ.get("FRAUD_PREDICTION_LOG_FSYNC") == "1")
         self.live = Live(
             open_store(STORE, os.environ.get("FRAUD_REDIS_URL")),
-            state_dir=Path(os.environ.get("FRAUD_FEATURE_STATE_DIR")
-                           or DATA_DIR / "assets" / "feature_state"),
+            state_dir=(os.environ.get("FRAUD_FEATURE_STATE_DIR")
+                       or f"{os.environ.get('FRAUD_STORAGE_URL') or DATA_DIR}/assets/feature_state"),
             journal_dir=DATA_DIR / "predictions",
             newest_model=newest_model,
             load_scorer=lambda path: Scorer.load(path, exact_contributions=EXACT_CONTRIBUTIONS),

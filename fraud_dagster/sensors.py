@@ -148,17 +148,25 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
     others = [d for d in decisions if d.action != "take"]
 
     run_requests = []
+
+    def request(key_prefix: str, job, ops: dict[str, dg.Config], batch: list[Decision],
+                tags: dict[str, str], cursor_key, days) -> None:
+        """Ask for a run of ``job`` for the files of ``batch``, and remember each under
+        ``cursor_key(d)`` with the ``days(d)`` its run writes. The run key comes from the files'
+        content (a corrected file is a new delivery) and signature (touching a file whose run
+        failed asks for a new run; an unchanged file is never requested twice)."""
+        run_key = f"{key_prefix}-{_digest([f'{d.key}:{d.signature}' for d in batch])}"
+        run_requests.append(_files_request(run_key, job, ops, batch, tags))
+        for d in batch:
+            requested[cursor_key(d)] = {"sig": d.signature, "run_key": run_key, **days(d)}
+
     for start, end in contiguous_ranges([d.day for d in takes]):
         batch = sorted((d for d in takes if start <= d.day <= end), key=lambda d: d.name)
-        # From content (a corrected file is a new delivery) and signature (touching a file whose
-        # run failed asks for a new run; an unchanged file is never requested twice).
-        run_key = f"landing-{start}-{end}-{_digest([f'{d.key}:{d.signature}' for d in batch])}"
-        run_requests.append(_files_request(
-            run_key, ingest_job, {"raw_transactions": RawTransactionsConfig(
-                landing_files=_to_take(batch))}, batch,
-            {**partition_range_tags(start, end), "fraud/trigger": "landing"}))
+        request(f"landing-{start}-{end}", ingest_job,
+                {"raw_transactions": RawTransactionsConfig(landing_files=_to_take(batch))}, batch,
+                {**partition_range_tags(start, end), "fraud/trigger": "landing"},
+                lambda d: d.name, lambda d: {"day": d.day.isoformat()})
         for d in batch:
-            requested[d.name] = {"sig": d.signature, "run_key": run_key, "day": d.day.isoformat()}
             if d.ignored_columns:
                 context.log.info(f"{d.name}: ignored columns {', '.join(d.ignored_columns)}")
     # Label files: one ingest_job run from the first day they report on to the newest day
@@ -175,28 +183,23 @@ def landing_sensor(context: dg.SensorEvaluationContext, transaction_source: Tran
             label_waiting += label_takes
         else:
             batch = sorted(label_takes, key=lambda d: d.name)
-            run_key = f"labels-{start}-{end}-{_digest([f'{d.key}:{d.signature}' for d in batch])}"
-            run_requests.append(_files_request(
-                run_key, ingest_job, {"fraud_labels": FraudLabelsConfig(
-                    label_files=_to_take(batch))}, batch,
-                {**partition_range_tags(start, end), "fraud/trigger": "landing_labels"}))
-            for d in batch:
-                requested[f"{folder.LABELS}/{d.name}"] = {
-                    "sig": d.signature, "run_key": run_key, "day": start.isoformat(),
-                    "last": end.isoformat()}
+            request(f"labels-{start}-{end}", ingest_job,
+                    {"fraud_labels": FraudLabelsConfig(label_files=_to_take(batch))}, batch,
+                    {**partition_range_tags(start, end), "fraud/trigger": "landing_labels"},
+                    lambda d: f"{folder.LABELS}/{d.name}",
+                    lambda d: {"day": start.isoformat(), "last": end.isoformat()})
     label_others = [d for d in label_decisions if d.action != "take"]
     others += label_others
     if others:
-        run_key = f"landing-rejects-{_digest([f'{d.key}:{d.signature}' for d in others])}"
-        run_requests.append(_files_request(
-            run_key, landing_rejections_job, {"reject_landing_files": LandingRejectionsConfig(
-                files=[LandingRejection(name=d.name, signature=d.signature, reason=d.reason,
-                                        action=d.action,
-                                        folder=folder.LABELS if d in label_others else "")
-                       for d in others])}, others, {"fraud/trigger": "landing"}))
+        rejections = LandingRejectionsConfig(files=[
+            LandingRejection(name=d.name, signature=d.signature, reason=d.reason, action=d.action,
+                             folder=folder.LABELS if d in label_others else "")
+            for d in others])
+        request("landing-rejects", landing_rejections_job, {"reject_landing_files": rejections},
+                others, {"fraud/trigger": "landing"},
+                lambda d: f"{folder.LABELS}/{d.name}" if d in label_others else d.name,
+                lambda d: {"day": None})
         for d in others:
-            key = f"{folder.LABELS}/{d.name}" if d in label_others else d.name
-            requested[key] = {"sig": d.signature, "run_key": run_key, "day": None}
             context.log.warning(f"{d.action}: {d.name}: {d.reason}")
 
     cursor = json.dumps({"v": LANDING_STATE_VERSION, "requested": requested, "seen": seen},

@@ -16,10 +16,28 @@ DEFAULT_START_DATE = "2025-01-01"
 SOURCES = ("simulator", "landing")
 EXECUTORS = ("in_process", "multiprocess")
 SIMULATORS = ("fraud_dagster", "handbook")
+DEPLOYMENTS = ("local", "production")
 
 
 def data_dir() -> Path:
     return Path(os.environ.get("FRAUD_DATA_DIR", "data")).resolve()
+
+
+def deployment() -> str:
+    """``FRAUD_DEPLOYMENT``: ``local`` (default: everything embedded under the data root) or
+    ``production`` (``resources.production_resources``: files and models on
+    ``FRAUD_STORAGE_URL``, MLflow on a server; nothing embedded)."""
+    value = os.environ.get("FRAUD_DEPLOYMENT", "local")
+    if value not in DEPLOYMENTS:
+        raise ValueError(f"FRAUD_DEPLOYMENT must be one of {', '.join(DEPLOYMENTS)}, not {value!r}")
+    return value
+
+
+def storage_url() -> str | None:
+    """``FRAUD_STORAGE_URL``: where a production deployment keeps asset files, trained models and
+    MLflow's artifacts: an fsspec URL (``s3://bucket/prefix`` with ``s3fs`` installed,
+    ``gs://...``, or ``file:///a/shared/volume``)."""
+    return os.environ.get("FRAUD_STORAGE_URL") or None
 
 
 def start_date() -> dt.date:
@@ -137,3 +155,27 @@ def simulator_scale() -> int:
     if value < 1:
         raise ValueError(f"FRAUD_SIMULATOR_SCALE must be a whole number >= 1, not {value}")
     return value
+
+
+PRODUCTION_SETTINGS = {
+    "FRAUD_STORAGE_URL": "asset files, trained models and MLflow's artifacts (e.g. s3://bucket/fraud)",
+    "FRAUD_POSTGRES_URL or MLFLOW_TRACKING_URI": "MLflow's tracking store and registry on a server,"
+                                                 " not a SQLite file",
+    "FRAUD_DATA_DIR": "a volume the BentoML service shares (its prediction log, drift reports,"
+                      " alerts)",
+    "BENTOML_HOME": "the model store the service reads (a shared volume)",
+}
+"""What ``resources.production_resources`` needs set, and what for."""
+
+
+def production_missing() -> list[str]:
+    """The ``PRODUCTION_SETTINGS`` the environment leaves unset or embedded."""
+    tracking = mlflow_tracking_uri()
+    given = {
+        "FRAUD_STORAGE_URL": storage_url() is not None,
+        "FRAUD_POSTGRES_URL or MLFLOW_TRACKING_URI": tracking is not None and not tracking.startswith(
+            ("sqlite:", "file:", "/", ".")),
+        "FRAUD_DATA_DIR": bool(os.environ.get("FRAUD_DATA_DIR")),
+        "BENTOML_HOME": bentoml_home() is not None,
+    }
+    return [name for name, ok in given.items() if not ok]

@@ -124,16 +124,19 @@ def shared_project(tmp_path_factory):
         yield project
 
 
-EXPENSIVE_FIXTURES = {"shared_project", "postgres_server"}
-"""A test that uses one of these (directly or through another fixture) is ``slow``. Not
-``redis_server``: Redis starts in well under a second."""
+EXPENSIVE_FIXTURES = {"shared_project", "postgres_server", "instance"}
+"""A test that uses one of these (directly or through another fixture) is ``slow``: the trained
+project, PostgreSQL, or a Dagster instance (a test that records runs into one takes 1-7 s of
+Dagster's bookkeeping, however few rows it materialises). Not ``redis_server``: Redis starts in
+well under a second."""
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(items):
-    """Mark ``slow`` every test that needs the shared trained project or PostgreSQL, besides
-    those marked by hand (their own ingest and training, servers, daemons, processes): the
-    quick subset, ``-m "not slow"``, is what is left."""
+    """Mark ``slow`` every test that needs the shared trained project, PostgreSQL or a Dagster
+    instance, besides those marked by hand (their own ingest and training, servers, daemons,
+    processes): the quick subset, ``-m "not slow"``, is what is left: the pure logic, the
+    serving package in process, the stores on Redis, the landing and label files' rules."""
     for item in items:
         if EXPENSIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)

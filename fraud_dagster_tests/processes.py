@@ -155,12 +155,14 @@ class PostgresServer:
     ``initdb`` refuses to run as root: as root, the cluster belongs to the ``postgres`` user (which
     Debian's package creates) and both programs run as that user (``runuser``). Connections from
     loopback are trusted (``postgres``, no password). ``fsync=False`` for tests (nothing to keep
-    after a crash); the benchmark keeps PostgreSQL's default (on)."""
+    after a crash); the benchmark keeps PostgreSQL's default (on). ``settings``: more server
+    settings (``postgres -c name=value``), e.g. ``{"synchronous_commit": "off"}``."""
 
-    def __init__(self, bin_dir: Path, fsync: bool = True):
+    def __init__(self, bin_dir: Path, fsync: bool = True, settings: dict[str, str] | None = None):
         self.bin_dir = bin_dir
         self.port = free_port()
         self.fsync = fsync
+        self.settings = dict(settings or {})
         self.folder = Path(tempfile.mkdtemp(prefix="fraud-postgres-", dir="/tmp"))
         self.data = self.folder / "data"
         self.log = self.folder / "postgres.log"
@@ -183,7 +185,8 @@ class PostgresServer:
     def start(self) -> None:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
                   "--encoding=UTF8", "--no-sync")
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.folder}" + ("" if self.fsync else " -F")
+        options = " ".join([f"-h 127.0.0.1 -p {self.port} -k {self.folder}", *([] if self.fsync else ["-F"]),
+                            *(f"-c {name}={value}" for name, value in self.settings.items())])
         self._run("pg_ctl", "start", "-w", "-t", "120", "-D", str(self.data), "-l", str(self.log),
                   "-o", options)
 

@@ -1,6 +1,9 @@
-"""The pipeline end to end on PostgreSQL: ``DAGSTER_HOME=deploy/postgres`` and ``FRAUD_POSTGRES_URL``
-put the Dagster instance (runs, event log, schedules) and MLflow's tracking store and registry on a
-real PostgreSQL server (the ``postgres_server`` fixture), and nothing on SQLite.
+"""The pipeline end to end on PostgreSQL, with the production resource set:
+``DAGSTER_HOME=deploy/postgres`` and ``FRAUD_POSTGRES_URL`` put the Dagster instance (runs, event
+log, schedules) and MLflow's tracking store and registry on a real PostgreSQL server (the
+``postgres_server`` fixture), nothing on SQLite; ``FRAUD_DEPLOYMENT=production`` with
+``FRAUD_STORAGE_URL`` (here a ``file://`` URL: any fsspec URL is the same code) puts the asset
+files, trained models and MLflow's artifacts under that URL, nothing under the data root.
 
 One project, made once by the module's fixture, as the README's "Scaling out" runs it: days
 ingested, a champion trained and exported, drift reports of the drifted days, the retrain that
@@ -22,7 +25,7 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, Postgr
 from fraud_dagster import registry, settings
 from fraud_dagster.definitions import make_definitions
 from fraud_dagster.partitions import partition_range_tags
-from fraud_dagster.resources import SimulatorSource, local_resources
+from fraud_dagster.resources import SimulatorSource, default_resources, production_resources
 from fraud_dagster.sensors import drift_sensor
 from fraud_dagster_tests.pipeline import SMALL_SIMULATOR, run_ingest
 
@@ -55,6 +58,11 @@ class Project:
     def data_dir(self) -> Path:
         return self.root / "data"
 
+    @property
+    def storage(self) -> Path:
+        """The folder ``FRAUD_STORAGE_URL`` names."""
+        return self.root / "bucket"
+
     def query(self, sql: str, *args) -> list[tuple]:
         connection = psycopg2.connect(self.url.replace("+psycopg2", ""))
         try:
@@ -79,9 +87,12 @@ def project(postgres_server, tmp_path_factory):
     with pytest.MonkeyPatch.context() as env:
         env.setenv("FRAUD_POSTGRES_URL", url)
         env.setenv("DAGSTER_HOME", str(home))
+        env.setenv("FRAUD_DEPLOYMENT", "production")
+        env.setenv("FRAUD_STORAGE_URL", (root / "bucket").as_uri())
+        env.setenv("FRAUD_DATA_DIR", str(root / "data"))
+        env.setenv("BENTOML_HOME", str(root / "data" / "bentoml"))
         env.delenv("MLFLOW_TRACKING_URI", raising=False)
-        defs = make_definitions(local_resources(
-            root / "data", SimulatorSource(**SMALL_SIMULATOR), settings.mlflow_tracking_uri()))
+        defs = make_definitions(production_resources(SimulatorSource(**SMALL_SIMULATOR)))
         with dg.DagsterInstance.get() as instance:
             assert run_ingest(defs, instance, FIRST, CLEAN_LAST).success
             champion_run = defs.resolve_job_def("retrain_job").execute_in_process(
@@ -213,3 +224,40 @@ def test_a_url_without_the_psycopg2_driver_is_refused_saying_which_scheme(monkey
     monkeypatch.setenv("FRAUD_POSTGRES_URL", "postgresql://fraud@db/fraud")
     with pytest.raises(ValueError, match=r"postgresql\+psycopg2://"):
         settings.mlflow_tracking_uri()
+
+
+def test_asset_files_models_and_mlflow_artifacts_are_under_the_storage_url(project):
+    """Nothing the pipeline stores is under the data root but what the service shares there."""
+    stored = {path.relative_to(project.storage).parts[0] for path in project.storage.rglob("*")
+              if path.is_file()}
+    assert stored == {"assets", "models", "mlflow"}
+    assert (project.storage / "assets" / "feature_state" / f"{project.last_day}.parquet").exists()
+    assert list((project.storage / "mlflow" / "artifacts").rglob("MLmodel"))
+    assert not (project.data_dir / "assets").exists()
+    assert not (project.data_dir / "models").exists()
+    assert not (project.data_dir / "mlflow").exists()
+
+
+def test_production_refuses_to_load_without_its_settings_naming_each(monkeypatch):
+    for name in ("FRAUD_STORAGE_URL", "FRAUD_POSTGRES_URL", "MLFLOW_TRACKING_URI", "FRAUD_DATA_DIR",
+                 "BENTOML_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FRAUD_DEPLOYMENT", "production")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    with pytest.raises(ValueError) as refused:
+        default_resources()
+    message = str(refused.value)
+    for name in settings.PRODUCTION_SETTINGS:
+        assert name in message
+    monkeypatch.setenv("FRAUD_STORAGE_URL", "s3://bucket/fraud")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    monkeypatch.setenv("FRAUD_DATA_DIR", "/srv/fraud")
+    with pytest.raises(ValueError, match="needs BENTOML_HOME") as refused:
+        default_resources()
+    assert "FRAUD_STORAGE_URL" not in str(refused.value)
+
+
+def test_an_unknown_deployment_is_refused_saying_which_there_are(monkeypatch):
+    monkeypatch.setenv("FRAUD_DEPLOYMENT", "prod")
+    with pytest.raises(ValueError, match="FRAUD_DEPLOYMENT must be one of local, production"):
+        default_resources()

@@ -37,6 +37,7 @@ def restore_tracking_uri():
     mlflow.set_tracking_uri(before)
 
 
+@pytest.mark.slow  # creates two MLflow stores (their migrations take seconds)
 def test_a_version_is_loaded_from_its_clients_store_whatever_the_global_tracking_uri(
         tmp_path, restore_tracking_uri):
     ours = register_model(tmp_path, "ours", [0, 0, 1, 1])

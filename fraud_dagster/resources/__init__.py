@@ -1,13 +1,17 @@
-"""Every resource, and the sets of them the definitions run with, chosen in one place.
+"""Every resource, and the sets of them the definitions run with, side by side in one place.
 
-``local_resources``: everything under one data root. ``default_resources``: that, with the
-environment variables of the README's table deciding the root, the transaction source
-(``transaction_source``), MLflow's store and BentoML's home. A deployment that needs another kind
-of resource builds its set here, under the same keys: assets, sensors and checks ask for
-resources by key only.
+``local_resources``: everything embedded under one data root. ``production_resources``: the same
+resources with nothing embedded: asset files, trained models and MLflow's artifacts on
+``FRAUD_STORAGE_URL`` (object storage), MLflow's tracking store and registry on PostgreSQL or an
+MLflow server. ``default_resources``: the set ``FRAUD_DEPLOYMENT`` names, with the environment
+variables of the README's table deciding the rest (``transaction_source``: where transactions
+come from). Assets, sensors and checks ask for resources by key only, so a set is all a
+deployment changes.
 """
 
 from pathlib import Path
+
+from upath import UPath
 
 from fraud_dagster import settings
 from fraud_dagster.io_managers import PickleIOManager, PolarsParquetIOManager
@@ -30,6 +34,7 @@ __all__ = [
     "default_resources",
     "local_resources",
     "mlflow_tracking",
+    "production_resources",
     "transaction_source",
 ]
 
@@ -47,22 +52,23 @@ def transaction_source() -> TransactionSource:
 
 def local_resources(
     data_dir: Path, source: TransactionSource, mlflow_tracking_uri: str | None = None,
-    bentoml_home: Path | None = None,
+    bentoml_home: Path | None = None, storage: str | None = None,
 ) -> dict:
     """Everything under one data root: parquet per asset and day, the trained model, MLflow's
     tracking and registry (SQLite) and artifacts, drift reports, alerts, and the folder the
-    BentoML service logs its predictions to."""
-    assets = str(data_dir / "assets")
-    mlflow_dir = data_dir / "mlflow"
+    BentoML service logs its predictions to. ``storage`` (a URL) moves the asset files, the
+    trained models and MLflow's artifacts there instead."""
+    files = UPath(storage) if storage else UPath(data_dir)
+    assets = str(files / "assets")
     model_registry = ModelRegistry(
-        tracking_uri=mlflow_tracking_uri or f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+        tracking_uri=mlflow_tracking_uri or f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}",
         monitoring_dir=str(data_dir / "monitoring"),
-        artifact_location=str(mlflow_dir / "artifacts"),
+        artifact_location=str(files / "mlflow" / "artifacts"),
     )
     return {
         "io_manager": PolarsParquetIOManager(base_path=assets),
         "daily_tables": DailyTables(base_path=assets),
-        "model_io_manager": PickleIOManager(base_path=str(data_dir / "models")),
+        "model_io_manager": PickleIOManager(base_path=str(files / "models")),
         "bento_store": BentoStore(home=str(bentoml_home or data_dir / "bentoml")),
         "transaction_source": source,
         "model_registry": model_registry,
@@ -75,7 +81,24 @@ def local_resources(
     }
 
 
+def production_resources(source: TransactionSource | None = None) -> dict:
+    """The deployment set (``FRAUD_DEPLOYMENT=production``): ``local_resources``' resources with
+    nothing embedded (``settings.PRODUCTION_SETTINGS``); ``source`` defaults to
+    ``transaction_source()``. Refuses, naming each setting, when one is missing: a deployment
+    must not fall back to files on one machine's disk."""
+    missing = settings.production_missing()
+    if missing:
+        raise ValueError("FRAUD_DEPLOYMENT=production needs " + "; ".join(
+            f"{name} ({settings.PRODUCTION_SETTINGS[name]})" for name in missing))
+    return local_resources(settings.data_dir(), source or transaction_source(),
+                           settings.mlflow_tracking_uri(), settings.bentoml_home(),
+                           storage=settings.storage_url())
+
+
 def default_resources() -> dict:
-    """The embedded local defaults; the environment variables in README override them."""
+    """The set ``FRAUD_DEPLOYMENT`` names: the embedded local defaults, or the production set;
+    the environment variables in README override either's locations."""
+    if settings.deployment() == "production":
+        return production_resources()
     return local_resources(settings.data_dir(), transaction_source(),
                            settings.mlflow_tracking_uri(), settings.bentoml_home())

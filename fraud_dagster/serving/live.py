@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
+from upath import UPath
 
 from fraud_dagster.serving.prediction_log import read_since
 from fraud_dagster.serving.scoring import Scorer, bundled_state
@@ -29,10 +30,11 @@ from fraud_dagster.serving.store import FeatureStore
 logger = logging.getLogger(__name__)
 
 
-def newest_state_file(folder: Path) -> tuple[dt.date, Path] | None:
-    """The newest ``<day>.parquet`` of a ``feature_state`` folder (temporary files skipped)."""
+def newest_state_file(folder: str | Path) -> tuple[dt.date, UPath] | None:
+    """The newest ``<day>.parquet`` of a ``feature_state`` folder, local or at an fsspec URL
+    (object storage: ``FRAUD_STORAGE_URL``); temporary files skipped."""
     days = []
-    for path in Path(folder).glob("*.parquet"):
+    for path in UPath(folder).glob("*.parquet"):
         try:
             days.append((dt.date.fromisoformat(path.stem), path))
         except ValueError:
@@ -50,11 +52,11 @@ class Model:
 class Live:
     """The served model and the feature store, refreshed by ``refresh`` (and its thread)."""
 
-    def __init__(self, store: FeatureStore, state_dir: Path, journal_dir: Path,
+    def __init__(self, store: FeatureStore, state_dir: str | Path, journal_dir: Path,
                  newest_model: Callable[[], tuple[str, Path]],
                  load_scorer: Callable[[Path], Scorer], interval: float):
         self.store = store
-        self.state_dir = Path(state_dir)
+        self.state_dir = state_dir
         self.journal_dir = Path(journal_dir)
         self._newest_model = newest_model
         self._load_scorer = load_scorer
@@ -85,7 +87,8 @@ class Live:
         if newest is not None and (bundled_day is None or newest[0] >= bundled_day):
             day, path = newest
             if served is None or day > served:
-                return self.store.load_state(pl.read_parquet(path))
+                with path.open("rb") as handle:
+                    return self.store.load_state(pl.read_parquet(handle))
         elif bundled_day is not None and (served is None or bundled_day > served):
             return self.store.load_state(bundled_state(self.model.path))
         return False
