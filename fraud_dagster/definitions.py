@@ -2,17 +2,10 @@
 ``fraud_dagster.resources`` (the environment picks them there)."""
 
 import os
-import warnings
 
 import dagster as dg
 
-# Dagster warns, at import, about every beta or preview API it is asked for (single-run backfill
-# policies, partitioned asset checks, dagster-pandera, dagster-mlflow): eight blocks before the
-# first line of a run. They are known and chosen (README, Design choices); other warnings still
-# show. Set here, before the modules below define anything, for every process that loads `defs`
-# (fraud-dagster run, dagster dev, its code server and run workers).
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
-warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+import fraud_dagster.known_warnings  # noqa: F401  (first: see there)
 
 # A step that materialises many partitions (a backfill's single run) records their
 # materialisations as one batch: on PostgreSQL one INSERT and one index transaction for all of

@@ -2,6 +2,8 @@
 or unpartitioned (retrain)."""
 
 import dagster as dg
+
+import fraud_dagster.known_warnings  # noqa: F401  (first: see there)
 from dagster_mlflow import end_mlflow_on_run_finished
 
 ingest_job = dg.define_asset_job(

@@ -110,13 +110,21 @@ def test_every_model_asset_is_in_the_retrain_pool_counted_per_run(tmp_path):
 
 
 @pytest.mark.slow  # loads the definitions in a new process
-def test_loading_the_definitions_prints_no_beta_or_preview_warning_blocks(tmp_path):
-    """Eight blocks of them used to come before a run's first line; other warnings still show."""
+@pytest.mark.parametrize("first", [
+    "fraud_dagster.definitions",
+    "fraud_dagster.assets.model",  # what `fraud-dagster run` imports first
+    "fraud_dagster.resources",
+    "fraud_dagster.jobs",
+])
+def test_loading_the_definitions_prints_no_beta_or_preview_warning_blocks(tmp_path, first):
+    """Eight blocks of them used to come before a run's first line, whichever module a process
+    imports first (the quick start printed them again when the CLI imported an asset module
+    before the definitions); other warnings still show."""
     import os
     import subprocess
     import sys
 
-    code = ("import warnings; from fraud_dagster.definitions import defs;"
+    code = (f"import warnings; import {first}; from fraud_dagster.definitions import defs;"
             " warnings.warn('still shown', UserWarning)")
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "FRAUD_DATA_DIR": str(tmp_path / "data"),
            "PYTHONWARNINGS": "default"}

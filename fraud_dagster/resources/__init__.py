@@ -13,6 +13,7 @@ from pathlib import Path
 
 from upath import UPath
 
+import fraud_dagster.known_warnings  # noqa: F401  (before dagster-mlflow: see there)
 from fraud_dagster import settings
 from fraud_dagster.io_managers import PickleIOManager, PolarsParquetIOManager
 from fraud_dagster.resources.alert_sink import AlertSink
