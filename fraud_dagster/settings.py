@@ -34,8 +34,8 @@ def deployment() -> str:
 
 
 def storage_url() -> str | None:
-    """``FRAUD_STORAGE_URL``: where a production deployment keeps asset files, trained models and
-    MLflow's artifacts: an fsspec URL (``s3://bucket/prefix`` with ``s3fs`` installed,
+    """``FRAUD_STORAGE_URL``: where asset files, trained models and MLflow's artifacts are kept
+    instead of the data root (a production deployment must set it): an fsspec URL (``s3://bucket/prefix`` with ``s3fs`` installed,
     ``gs://...``, or ``file:///a/shared/volume``)."""
     return os.environ.get("FRAUD_STORAGE_URL") or None
 

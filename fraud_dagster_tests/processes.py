@@ -185,7 +185,8 @@ class PostgresServer:
     def start(self) -> None:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
                   "--encoding=UTF8", "--no-sync")
-        options = " ".join([f"-h 127.0.0.1 -p {self.port} -k {self.folder}", *([] if self.fsync else ["-F"]),
+        options = " ".join([f"-h 127.0.0.1 -p {self.port} -k {self.folder}",
+                            *([] if self.fsync else ["-F"]),
                             *(f"-c {name}={value}" for name, value in self.settings.items())])
         self._run("pg_ctl", "start", "-w", "-t", "120", "-D", str(self.data), "-l", str(self.log),
                   "-o", options)

@@ -261,3 +261,17 @@ def test_an_unknown_deployment_is_refused_saying_which_there_are(monkeypatch):
     monkeypatch.setenv("FRAUD_DEPLOYMENT", "prod")
     with pytest.raises(ValueError, match="FRAUD_DEPLOYMENT must be one of local, production"):
         default_resources()
+
+
+def test_the_storage_url_moves_the_local_sets_files_too(monkeypatch, tmp_path):
+    """The service reads feature states under FRAUD_STORAGE_URL whichever set the pipeline runs
+    with, so the local set must write them there too."""
+    monkeypatch.delenv("FRAUD_DEPLOYMENT", raising=False)
+    monkeypatch.setenv("FRAUD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FRAUD_STORAGE_URL", (tmp_path / "bucket").as_uri())
+    resources = default_resources()
+    bucket = (tmp_path / "bucket").as_uri()
+    assert resources["io_manager"].base_path == f"{bucket}/assets"
+    assert resources["daily_tables"].base_path == f"{bucket}/assets"
+    assert resources["model_io_manager"].base_path == f"{bucket}/models"
+    assert resources["model_registry"].artifact_location == f"{bucket}/mlflow/artifacts"

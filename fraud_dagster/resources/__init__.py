@@ -101,5 +101,8 @@ def default_resources() -> dict:
     the environment variables in README override either's locations."""
     if settings.deployment() == "production":
         return production_resources()
+    # FRAUD_STORAGE_URL moves the files here too: the BentoML service reads the feature states
+    # wherever it points, whichever set the pipeline runs with.
     return local_resources(settings.data_dir(), transaction_source(),
-                           settings.mlflow_tracking_uri(), settings.bentoml_home())
+                           settings.mlflow_tracking_uri(), settings.bentoml_home(),
+                           storage=settings.storage_url())
