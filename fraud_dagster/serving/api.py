@@ -19,6 +19,7 @@ import dataclasses
 import datetime as dt
 import io
 import json
+import operator
 import os
 import re
 from collections.abc import Callable
@@ -224,6 +225,7 @@ def request_rows(transactions: list[Transaction]) -> list[tuple]:
 
 _PlainTransaction = msgspec.defstruct(
     "_PlainTransaction", msgspec_fields(), module=__name__, forbid_unknown_fields=True,
+    gc=False,  # numbers and text only, no cycles: 10,000 of them cost the collector nothing
     namespace={"__doc__": "``Transaction`` for msgspec, the timestamp kept as text (see"
                " ``_PLAIN_DATETIME``)."})
 
@@ -247,21 +249,21 @@ def _plain_batch(body: bytes) -> ScoringJob | None:
         batch = _BATCH_DECODER.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    columns = dict(zip(_PlainTransaction.__struct_fields__,
-                       zip(*map(msgspec.structs.astuple, batch.transactions))))
-    stamps = pl.Series("tx_datetime", columns.pop("tx_datetime"), dtype=pl.String)
-    if not stamps.str.contains(_PLAIN_DATETIME).all():
+    rows = batch.transactions
+    columns = {name: list(map(operator.attrgetter(name), rows))
+               for name in _PlainTransaction.__struct_fields__}
+    stamps = columns.pop("tx_datetime")
+    if not pl.Series(stamps, dtype=pl.String).str.contains(_PLAIN_DATETIME).all():
         return None
-    try:
-        parsed = stamps.str.strptime(REQUEST_DTYPES["tx_datetime"], "%Y-%m-%dT%H:%M:%S%.f",
-                                     cache=False)  # a batch's timestamps rarely repeat
-    except pl.exceptions.PolarsError:  # a day that does not exist
+    try:  # numpy parses ISO 8601 several times faster than polars' strptime, to the same values
+        parsed = pl.Series("tx_datetime", np.array(stamps, dtype="datetime64[us]"))
+    except ValueError:  # a day that does not exist
         return None
     if not parsed.is_between(EARLIEST, LATEST, closed="left").all():
         return None
     frame = pl.DataFrame(columns, schema={k: v for k, v in REQUEST_DTYPES.items() if k in columns})
-    return ScoringJob(frame.insert_column(1, parsed), batch.include_features,
-                      explain_all=batch.explain == "all")
+    return ScoringJob(frame.insert_column(1, parsed.cast(REQUEST_DTYPES["tx_datetime"])),
+                      batch.include_features, explain_all=batch.explain == "all")
 
 
 _OUT_OF_RANGE = re.compile(r"number out of range at line (\d+) column (\d+)")
