@@ -98,8 +98,11 @@ extra_routes = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 
 class BatchInput(bentoml.IODescriptor, BatchRequest):
-    """``BatchRequest`` as BentoML's input spec (Swagger shows its schema), read by ``read_batch``
-    into a frame: building 10,000 pydantic models took longer than scoring them."""
+    """Transactions to score together, whether to return the features they were scored on, and
+    which to explain."""
+
+    # BatchRequest as BentoML's input spec (Swagger shows this docstring and the schema), read by
+    # read_batch into a frame: building 10,000 pydantic models took longer than scoring them.
 
     @classmethod
     async def from_http_request(cls, request: Request, serde) -> BatchInput:
@@ -110,8 +113,10 @@ class BatchInput(bentoml.IODescriptor, BatchRequest):
 
 
 class TransactionInput(bentoml.IODescriptor, Transaction):
-    """``Transaction`` as BentoML's input spec, read by ``read_transaction`` (msgspec, pydantic
-    for anything not plainly valid)."""
+    """One raw transaction, as the validated schema names its fields."""
+
+    # Transaction as BentoML's input spec, read by read_transaction (msgspec; pydantic for
+    # anything not plainly valid).
 
     @classmethod
     async def from_http_request(cls, request: Request, serde) -> TransactionInput:

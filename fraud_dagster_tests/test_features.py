@@ -329,3 +329,24 @@ def test_a_day_in_two_halves_gets_the_features_of_the_whole_day(history, labels)
     morning, afternoon = day_d.head(day_d.height // 2), day_d.tail(day_d.height - day_d.height // 2)
     later = features_for_day(afternoon, state, earlier=morning)
     assert_frame_equal(later, features.tail(afternoon.height), check_exact=True)
+
+
+@pytest.mark.slow  # ingests 36 days
+def test_the_feature_state_alone_is_materialised_as_with_the_features(simulator_defs, instance,
+                                                                       assets_dir):
+    """The two outputs may be selected apart (the UI's backfills need it: test_ui_backfill.py):
+    the state alone is the same file, and the features' file is left as it was."""
+    first, last = dt.date(2025, 1, 1), dt.date(2025, 2, 5)
+    assert run_ingest(simulator_defs, instance, first, last).success
+    state_file = assets_dir / "feature_state" / f"{last.isoformat()}.parquet"
+    features_file = assets_dir / "transaction_features" / f"{last.isoformat()}.parquet"
+    state, features_written = pl.read_parquet(state_file), features_file.stat().st_mtime_ns
+    state_file.unlink()
+    job = simulator_defs.resolve_implicit_job_def_def_for_assets([dg.AssetKey("feature_state")])
+    result = job.execute_in_process(instance=instance, partition_key=last.isoformat(),
+                                    asset_selection=[dg.AssetKey("feature_state")])
+    assert result.success
+    assert [e.asset_key for e in result.get_asset_materialization_events()] == [
+        dg.AssetKey("feature_state")]
+    assert_frame_equal(pl.read_parquet(state_file), state)
+    assert features_file.stat().st_mtime_ns == features_written

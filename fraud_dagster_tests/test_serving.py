@@ -220,6 +220,22 @@ def test_swagger_at_the_root_documents_every_endpoint(client):
     assert any("tx_amount" in json.dumps(s) for name, s in schemas.items()
                if name.startswith("Transaction"))
     assert any("top_contributions" in json.dumps(s) for s in schemas.values())
+    # Swagger renders descriptions as Markdown: reStructuredText's ``x`` is for code comments.
+    described = [where for where, text in _descriptions(spec) if "``" in text]
+    assert described == [], described
+
+
+def _descriptions(node, where=()):
+    """(path in the document, text) of every description in an OpenAPI document."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "description" and isinstance(value, str):
+                yield "/".join(map(str, where)), value
+            else:
+                yield from _descriptions(value, (*where, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _descriptions(value, (*where, i))
 
 
 def test_swagger_ui_can_parse_the_document_no_key_twice(client):
