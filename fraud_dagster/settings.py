@@ -35,8 +35,9 @@ def deployment() -> str:
 
 def storage_url() -> str | None:
     """``FRAUD_STORAGE_URL``: where asset files, trained models and MLflow's artifacts are kept
-    instead of the data root (a production deployment must set it): an fsspec URL (``s3://bucket/prefix`` with ``s3fs`` installed,
-    ``gs://...``, or ``file:///a/shared/volume``)."""
+    instead of the data root (a production deployment must set it): an fsspec URL
+    (``s3://bucket/prefix`` with ``s3fs`` installed, ``gs://...``, or
+    ``file:///a/shared/volume``)."""
     return os.environ.get("FRAUD_STORAGE_URL") or None
 
 

@@ -41,8 +41,9 @@ MUTATION = '''mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillPa
 assets = ["raw_transactions", "validated_transactions", "quarantined_transactions", "fraud_labels",
           "quarantined_labels", "transaction_features", "feature_state"]
 days = [f"2025-01-{d:02d}" for d in range(1, 22)]
+workspace = WorkspaceFileTarget(paths=["workspace.yaml"])
 with dg.instance_for_test() as instance:
-    with WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=["workspace.yaml"])) as process:
+    with WorkspaceProcessContext(instance, workspace) as process:
         result = execute_dagster_graphql(process.create_request_context(), MUTATION, {
             "backfillParams": {"assetSelection": [{"path": [a]} for a in assets],
                                "partitionNames": days, "fromFailure": False,
