@@ -196,17 +196,22 @@ class PostgresServer:
             self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data))
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def create_database(self, name: str) -> str:
-        """A new database; its URL."""
+    def sql(self, *statements: str) -> None:
+        """Run statements one by one outside a transaction, as the superuser."""
         import psycopg2
 
         connection = psycopg2.connect(self.url().replace("+psycopg2", ""))
         try:
             connection.autocommit = True
             with connection.cursor() as cursor:
-                cursor.execute(f'CREATE DATABASE "{name}"')
+                for statement in statements:
+                    cursor.execute(statement)
         finally:
             connection.close()
+
+    def create_database(self, name: str) -> str:
+        """A new database; its URL."""
+        self.sql(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
     @contextlib.contextmanager
