@@ -124,8 +124,9 @@ def project(postgres_server, tmp_path_factory):
 
 
 def test_deploy_postgres_is_the_projects_instance_but_for_its_storage():
-    """deploy/postgres/dagster.yaml differs from the project's dagster.yaml in ``storage`` only:
-    the same run queue, concurrency limits, launcher, monitoring and retries."""
+    """deploy/postgres/dagster.yaml differs from the project's dagster.yaml in its storages only
+    (dagster-postgres's, keeping a connection: ``fraud_dagster/postgres_storage.py``): the same
+    run queue, concurrency limits, launcher, monitoring and retries."""
     ours = yaml.safe_load((REPO / "dagster.yaml").read_text())
     deploy = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
     url = {"postgres_url": {"env": "FRAUD_POSTGRES_URL"}}
@@ -147,7 +148,7 @@ def counted_days(context: dg.AssetExecutionContext) -> None:
 
 def test_a_run_of_many_partitions_opens_a_few_connections_not_a_few_per_event(
         postgres_server, tmp_path, monkeypatch):
-    """deploy/postgres's event log keeps its connection: a run that plans and materialises 30
+    """deploy/postgres's storages keep their connection: a run that plans and materialises 30
     partitions (60 events and more) opens 4 connections, where dagster-postgres's own storages
     opened 95 (two or three per event, each 6-10 ms on loopback: most of a backfill's
     bookkeeping, README "Benchmark figures")."""
