@@ -25,6 +25,11 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, Postgr
 from fraud_dagster import registry, settings
 from fraud_dagster.definitions import make_definitions
 from fraud_dagster.partitions import partition_range_tags
+from fraud_dagster.postgres_storage import (
+    PooledPostgresEventLogStorage,
+    PooledPostgresRunStorage,
+    PooledPostgresScheduleStorage,
+)
 from fraud_dagster.resources import SimulatorSource, default_resources, production_resources
 from fraud_dagster.sensors import drift_sensor
 from fraud_dagster_tests.pipeline import SMALL_SIMULATOR, run_ingest
@@ -165,7 +170,12 @@ def test_a_run_of_many_partitions_opens_a_few_connections_not_a_few_per_event(
             f"connection authorized: user=postgres database={database}")
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        assert type(instance.event_log_storage).__name__ == "PooledPostgresEventLogStorage"
+        # What a run worker, a step process and the daemon build from the instance's reference.
+        with dg.DagsterInstance.from_ref(instance.get_ref()) as worker:
+            for storage, pooled in ((worker.run_storage, PooledPostgresRunStorage),
+                                    (worker.event_log_storage, PooledPostgresEventLogStorage),
+                                    (worker.schedule_storage, PooledPostgresScheduleStorage)):
+                assert type(storage) is pooled
         before = connections()
         result = dg.materialize([counted_days], instance=instance,
                                 tags=partition_range_tags(dt.date(2025, 1, 1), dt.date(2025, 1, 30)))
