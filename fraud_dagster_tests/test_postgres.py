@@ -33,6 +33,7 @@ from fraud_dagster.postgres_storage import (
 from fraud_dagster.resources import SimulatorSource, default_resources, production_resources
 from fraud_dagster.sensors import drift_sensor
 from fraud_dagster_tests.pipeline import SMALL_SIMULATOR, run_ingest
+from fraud_dagster_tests.processes import PostgresServer, postgres_bin_dir
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy" / "postgres"
@@ -184,6 +185,27 @@ def test_a_run_of_many_partitions_opens_a_few_connections_not_a_few_per_event(
         materialised = instance.fetch_materializations(counted_days.key, limit=100).records
     assert len(materialised) == 30
     assert opened < 10, f"{opened} connections for a run of 30 partitions"
+
+
+@pytest.mark.slow  # a server of its own, restarted
+def test_a_restarted_server_costs_the_kept_connections_a_reconnect_not_a_failed_run(
+        tmp_path, monkeypatch):
+    """A daemon or webserver outlives a PostgreSQL restart: the connection each storage kept is
+    checked before use (``pool_pre_ping``) and opened again, so the next run succeeds."""
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL's initdb and pg_ctl are not installed (Debian's postgresql-15)")
+    with PostgresServer(bin_dir, fsync=False).running() as server:
+        home = tmp_path / "home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text(instance_yaml(home))
+        monkeypatch.setenv("FRAUD_POSTGRES_URL", server.create_database("restarted"))
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            for day in (dt.date(2025, 1, 1), dt.date(2025, 1, 2)):
+                assert dg.materialize([counted_days], instance=instance,
+                                      partition_key=day.isoformat()).success
+                server.restart()
+            assert len(instance.fetch_materializations(counted_days.key, limit=10).records) == 2
 
 
 def test_the_instance_stores_runs_events_and_schedules_in_postgres(project):
