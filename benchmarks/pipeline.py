@@ -16,12 +16,12 @@ Scenarios, in the order they run:
   SQLite, then again (simulated anew) on PostgreSQL (``deploy/postgres/dagster.yaml``, a
   throwaway server started by the benchmark, fsync on), and again on the same server with
   dagster-postgres's storages as shipped (``postgres_nullpool``: its ``storage: postgres`` block,
-  a new connection per statement), the baseline of ``fraud_dagster/postgres_storage.py``. Besides wall time, rows/s and peak
-  memory, each reports where its time went, from the run's event log (``split_s``): creating
-  the run (one planned event per asset and partition), start-up, loading the inputs, computing,
-  writing the files, and Dagster recording the materialisations (one event per asset and
-  partition); ``compute_s`` is loading + computing + writing, ``bookkeeping_s`` the rest of the
-  wall time.
+  a new connection per statement), the baseline of ``fraud_dagster/postgres_storage.py``.
+  Besides wall time, rows/s and peak memory, each reports where its time went, from the run's
+  event log (``split_s``): creating the run (one planned event per asset and partition),
+  start-up, loading the inputs, computing, writing the files, and Dagster recording the
+  materialisations (one event per asset and partition); ``compute_s`` is loading + computing +
+  writing, ``bookkeeping_s`` the rest of the wall time.
 - ``features_functions``: what the features stage does without Dagster, on the same stored days:
   read them with the IO manager's functions, ``batch_features``, write one file per asset and day.
 - ``dagster_run_per_day``: the same job one day per run, for a few days, to show what a backfill
@@ -592,7 +592,8 @@ def main() -> None:
     }
     for stage, floor in FLOORS_S.items():
         print(json.dumps({
-            "summary": f"{stage}: single-run backfill, SQLite vs Postgres (pooled, as shipped), vs baselines",
+            "summary": f"{stage}: single-run backfill, SQLite vs Postgres (pooled, as shipped),"
+                       " vs baselines",
             "days": args.days,
             "rows": stages[f"{stage}_sqlite"]["rows"],
             **{storage: _figures(stages[f"{stage}_{storage}"]) for storage in STORAGES},

@@ -178,8 +178,8 @@ def test_a_run_of_many_partitions_opens_a_few_connections_not_a_few_per_event(
                                     (worker.schedule_storage, PooledPostgresScheduleStorage)):
                 assert type(storage) is pooled
         before = connections()
-        result = dg.materialize([counted_days], instance=instance,
-                                tags=partition_range_tags(dt.date(2025, 1, 1), dt.date(2025, 1, 30)))
+        days = partition_range_tags(dt.date(2025, 1, 1), dt.date(2025, 1, 30))
+        result = dg.materialize([counted_days], instance=instance, tags=days)
         assert result.success
         opened = connections() - before
         materialised = instance.fetch_materializations(counted_days.key, limit=100).records
