@@ -14,6 +14,7 @@ test_serving.py."""
 import dataclasses
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -206,6 +207,31 @@ def test_a_restarted_server_costs_the_kept_connections_a_reconnect_not_a_failed_
                                       partition_key=day.isoformat()).success
                 server.restart()
             assert len(instance.fetch_materializations(counted_days.key, limit=10).records) == 2
+
+
+def test_a_forked_child_opens_its_own_connection_and_leaves_the_parents(postgres_server):
+    """The kept connection is not shared with a forked child (SQLAlchemy's advice for
+    ``os.fork``): the child gets a server session of its own, and the parent's still works."""
+    storage = PooledPostgresEventLogStorage(postgres_server.create_database("forked"))
+
+    def backend() -> int:
+        with storage._connect() as connection:  # noqa: SLF001  (the storage's own connection)
+            return connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+
+    parent = backend()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover  (the child reports through the pipe and leaves at once)
+        try:
+            os.write(write, str(backend()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    with os.fdopen(read) as answer:
+        in_child = int(answer.read() or -1)
+    assert in_child not in (-1, parent)
+    assert backend() == parent
 
 
 def test_the_instance_stores_runs_events_and_schedules_in_postgres(project):
