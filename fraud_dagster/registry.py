@@ -20,7 +20,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import polars as pl
-import skops.io
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
@@ -134,6 +133,8 @@ def log_trained_model(trained: TrainedModel, tags: dict[str, str]) -> str:
         "test_window": str(plan.test_window()),
         **tags,
     }
+    import skops.io  # here: importing it imports all of scikit-learn (serving.scoring._skops_io)
+
     info = mlflow.sklearn.log_model(
         trained.pipeline,
         name="model",

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import skops.io
 
 from fraud_dagster.core.features import FEATURE_COLUMNS
 from fraud_dagster.core.schema import REQUEST_DTYPES
@@ -53,6 +52,15 @@ PARALLEL_ROWS = 1_000
 LIBRARIES = ("polars", "numpy", "scikit-learn", "imbalanced-learn", "xgboost", "pandera")
 
 
+def _skops_io():
+    """``skops.io``, imported when a model is saved or loaded, not with this module: importing it
+    lists every scikit-learn estimator, which imports all of scikit-learn and much of SciPy
+    (seconds in every process that loads the Dagster definitions, step processes included)."""
+    import skops.io
+
+    return skops.io
+
+
 def library_versions() -> dict[str, str]:
     """The versions the model is saved and its features computed with."""
     return {"python": platform.python_version(),
@@ -71,7 +79,7 @@ def save_model_dir(
     if missing:
         raise ValueError(f"the model uses features this code does not compute: {sorted(missing)}")
     folder.mkdir(parents=True, exist_ok=True)
-    skops.io.dump(pipeline, folder / PIPELINE_FILE)
+    _skops_io().dump(pipeline, folder / PIPELINE_FILE)
     state.write_parquet(folder / STATE_FILE)
     content = {
         **info,
@@ -222,7 +230,7 @@ class Scorer:
                 f"{folder} is not a fraud model directory (missing {', '.join(missing)}){older}:"
                 " materialise the bento_model asset to export one"
             )
-        pipeline = skops.io.load(folder / PIPELINE_FILE, trusted=list(TRUSTED_TYPES))
+        pipeline = _skops_io().load(folder / PIPELINE_FILE, trusted=list(TRUSTED_TYPES))
         info = json.loads((folder / INFO_FILE).read_text())
         return cls(pipeline, info, exact_contributions, batch_threads)
 
