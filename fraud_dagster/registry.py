@@ -22,7 +22,6 @@ import pandas as pd
 import polars as pl
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
 
 from fraud_dagster.core.features import feature_matrix
 from fraud_dagster.core.training import TrainedModel
@@ -124,6 +123,8 @@ def log_trained_model(trained: TrainedModel, tags: dict[str, str]) -> str:
     mlflow.log_text(trained.selection.write_csv(), "model_selection.csv")
     example = pd.DataFrame(np.zeros((2, len(trained.feature_columns))),
                            columns=list(trained.feature_columns))
+    from mlflow.models import infer_signature  # imports SciPy: here, not with the module
+
     signature = infer_signature(example, trained.pipeline.predict_proba(example.to_numpy())[:, 1])
     version_tags = {
         "threshold": repr(trained.threshold),

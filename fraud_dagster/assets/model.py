@@ -16,7 +16,6 @@ from pydantic import Field
 
 from fraud_dagster.assets.features import FEATURES
 from fraud_dagster.assets.labels import FRAUD_LABELS, read_labels
-from fraud_dagster.core import plots
 from fraud_dagster.core.drift import reference_sample
 from fraud_dagster.core.labels import (
     LABEL_MATURITY_DAYS,
@@ -282,6 +281,8 @@ def model_evaluation(
                     challenger_version=challenger_version, champion_version=champion_version,
                     run_id=context.run.run_id, test_window=str(window))
     context.log.info(f"v{challenger_version} {'promoted' if promoted else 'not promoted'}: {reason}")
+
+    from fraud_dagster.core import plots  # matplotlib: imported by the run that draws, not on load
 
     pictures = {
         "precision_recall_curve": plots.pr_curve_png(curves, trained.objective.target_precision),

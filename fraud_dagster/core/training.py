@@ -14,16 +14,10 @@ import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-from imblearn.over_sampling import SMOTE
-from imblearn.pipeline import Pipeline
-from imblearn.under_sampling import RandomUnderSampler
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
-from xgboost import XGBClassifier
 
 from fraud_dagster.core.features import FEATURE_COLUMNS, feature_matrix
 from fraud_dagster.core.labels import LABEL_MATURITY_DAYS
@@ -34,6 +28,9 @@ from fraud_dagster.core.metrics import (
     known_compromised_cards,
     without_known_compromised,
 )
+
+if TYPE_CHECKING:
+    from imblearn.pipeline import Pipeline
 
 MODELS = ("logistic_regression", "random_forest", "xgboost")
 BALANCING = ("none", "smote", "undersample", "class_weight")
@@ -153,6 +150,16 @@ def candidate_names(models: Sequence[str] = MODELS, balancing: Sequence[str] = B
 
 def make_pipeline(candidate: str, settings: CandidateSettings, y: np.ndarray) -> Pipeline:
     """An imblearn ``Pipeline``: resampling is a step, so it only ever touches training data."""
+    # The estimators are imported here, not with the module: loading the Dagster definitions
+    # (every run's and step's process) then skips scikit-learn, imbalanced-learn and XGBoost.
+    from imblearn.over_sampling import SMOTE
+    from imblearn.pipeline import Pipeline
+    from imblearn.under_sampling import RandomUnderSampler
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    from xgboost import XGBClassifier
+
     model, balance = candidate.split("+")
     weighted = balance == "class_weight"
     steps: list = []
