@@ -63,14 +63,18 @@ def test_killed_runs_are_marked_failed_and_the_queue_moves(tmp_path):
     (home / "dagster.yaml").write_text(instance_yaml(home))
     env = {**os.environ, "DAGSTER_HOME": str(home), "FRAUD_TEST_FLAG_DIR": str(home / "flags")}
     log_path = home / "daemon.log"
-    with log_path.open("wb") as log:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "dagster._daemon", "run",
-             "-f", str(REPO / "fraud_dagster_tests" / "crash_defs.py")],
-            cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log_tail = lambda: log_path.read_text(errors="replace")[-3000:]  # noqa: E731
-    try:
-        with dg.DagsterInstance.from_config(str(home)) as instance:
+    # The instance's SQLite files are created here, before the daemon starts: the daemon, its
+    # code server and this process creating them at once race in Dagster's schema check
+    # (alembic's CommandError in a code server, seen once in CI), which a deployment avoids by
+    # creating the instance first, as `dagster dev` does.
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        with log_path.open("wb") as log:
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "dagster._daemon", "run",
+                 "-f", str(REPO / "fraud_dagster_tests" / "crash_defs.py")],
+                cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
             statuses = lambda: [(r.job_name, r.status.value) for r in instance.get_runs()]  # noqa: E731
             pids = wait_for(lambda: len(worker_pids(instance, "sleepy_job")) == 2
                             and worker_pids(instance, "sleepy_job"), 240,
@@ -97,5 +101,5 @@ def test_killed_runs_are_marked_failed_and_the_queue_moves(tmp_path):
             wait_for(lambda: ("quick_job", "SUCCESS") in statuses(), 180,
                      "queued run succeeded", lambda: f"{statuses()}\n{log_tail()}")
             print(f"killed runs marked FAILURE {failed_after:.0f} s after the kill")
-    finally:
-        stop_group(daemon, timeout=60)
+        finally:
+            stop_group(daemon, timeout=60)
