@@ -98,6 +98,11 @@ def log_trained_model(trained: TrainedModel, tags: dict[str, str]) -> str:
 
     Returns the registered version.
     """
+    # Imported here, not with the module (which the Dagster definitions import): skops imports
+    # all of scikit-learn, MLflow's signatures SciPy.
+    import skops.io
+    from mlflow.models import infer_signature
+
     plan, settings = trained.plan, trained.settings
     mlflow.log_params({
         "candidate": trained.candidate,
@@ -123,8 +128,6 @@ def log_trained_model(trained: TrainedModel, tags: dict[str, str]) -> str:
     mlflow.log_text(trained.selection.write_csv(), "model_selection.csv")
     example = pd.DataFrame(np.zeros((2, len(trained.feature_columns))),
                            columns=list(trained.feature_columns))
-    from mlflow.models import infer_signature  # imports SciPy: here, not with the module
-
     signature = infer_signature(example, trained.pipeline.predict_proba(example.to_numpy())[:, 1])
     version_tags = {
         "threshold": repr(trained.threshold),
@@ -134,8 +137,6 @@ def log_trained_model(trained: TrainedModel, tags: dict[str, str]) -> str:
         "test_window": str(plan.test_window()),
         **tags,
     }
-    import skops.io  # here: importing it imports all of scikit-learn (serving.scoring._skops_io)
-
     info = mlflow.sklearn.log_model(
         trained.pipeline,
         name="model",
