@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--sets", default="base,age,windows,customer,all")
     parser.add_argument("--per-scenario", default="base,all")
     args = parser.parse_args()
-    validated = hb.validated_transactions(args.seed)
+    validated = hb.validated_transactions(hb.simulated(args.seed))
     ours = hb.our_frame(validated).join(validated.select("transaction_id", "tx_fraud_scenario"),
                                         on="transaction_id")
     ours = ours.with_columns(**{name: pl.Series(values.astype(np.float64)) for name, values
