@@ -145,6 +145,7 @@ def test_a_restarted_store_replays_its_journal_and_goes_on_exactly(days, open_st
     journal = pl.concat([rows.head(half), rows.head(10)])  # a log may hold a row twice
     applied = restarted.replay(journal)
     assert applied == (half if isinstance(store, MemoryStore) else 0)  # Redis kept them
+    assert restarted.info().newest_transaction == rows.head(half)["tx_datetime"].max()
     assert serve(restarted, rows.tail(rows.height - half), 7).equals(
         days["features"][DAY].tail(rows.height - half))
 

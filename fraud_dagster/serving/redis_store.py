@@ -50,15 +50,16 @@ _TERMINAL = struct.Struct(f"<{len(TERMINAL_STATE)}q")
 _EVENT = struct.Struct("<4q")  # transaction id, microseconds, cents, terminal id
 _EPOCH = dt.datetime(1970, 1, 1)
 
-# ARGV: prefix, mode ("score", "check", "replay"), then per transaction: id, day, day before,
-# customer, terminal, packed event. Returns {status, state day, ...}.
+# ARGV: prefix, mode ("score", "check", "replay"), the newest transaction's microseconds, then
+# per transaction: id, day, day before, customer, terminal, packed event. Returns {status, state
+# day, ...}. Applying also keeps ``newest`` the largest microseconds applied.
 _SCORE = """
 local p, mode = ARGV[1], ARGV[2]
 local state = redis.call('GET', p .. 'state')
-local rows = (#ARGV - 2) / 6
+local rows = (#ARGV - 3) / 6
 local refused, seen, keep = {}, {}, {}
 for i = 0, rows - 1 do
-  local b = 3 + i * 6
+  local b = 4 + i * 6
   local id, day = ARGV[b], ARGV[b + 1]
   if state and day <= state then
     refused[#refused + 1] = {i, 'stale'}
@@ -74,19 +75,38 @@ end
 if mode == 'check' or (mode == 'score' and #refused > 0) then
   return {'refused', state or '', refused}
 end
+-- Each customer's events of a day are read and written once, however many it has here.
+local days, appended = {}, {}
 for _, b in ipairs(keep) do
   local id, day, customer, event = ARGV[b], ARGV[b + 1], ARGV[b + 3], ARGV[b + 5]
   redis.call('SADD', p .. 'ids:' .. day, id)
-  redis.call('ZADD', p .. 'days', 0, day)
   local key = p .. 'e:' .. day
-  redis.call('HSET', key, customer, (redis.call('HGET', key, customer) or '') .. event)
+  if not days[key] then
+    redis.call('ZADD', p .. 'days', 0, day)
+    days[key] = {}
+    appended[#appended + 1] = key
+  end
+  local parts = days[key][customer]
+  if not parts then
+    parts = {redis.call('HGET', key, customer) or ''}
+    days[key][customer] = parts
+  end
+  parts[#parts + 1] = event
+end
+for _, key in ipairs(appended) do
+  for customer, parts in pairs(days[key]) do
+    redis.call('HSET', key, customer, table.concat(parts))
+  end
+end
+if tonumber(ARGV[3]) > tonumber(redis.call('GET', p .. 'newest') or '-1') then
+  redis.call('SET', p .. 'newest', ARGV[3])
 end
 if mode == 'replay' then
   return {'applied', state or '', #keep}
 end
 local out = {}
 for i = 0, rows - 1 do
-  local b = 3 + i * 6
+  local b = 4 + i * 6
   local day, before, customer, terminal = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
   local earlier
   if before == state then
@@ -135,13 +155,6 @@ end
 return {state, redis.call('GET', p .. 'newest') or '', applied}
 """
 
-# ARGV: prefix, microseconds. Keeps the largest.
-_NEWEST = """
-local current = tonumber(redis.call('GET', ARGV[1] .. 'newest') or '-1')
-if tonumber(ARGV[2]) > current then redis.call('SET', ARGV[1] .. 'newest', ARGV[2]) end
-"""
-
-
 def _micros(column: pl.Series) -> np.ndarray:
     return column.dt.epoch("us").to_numpy()
 
@@ -184,10 +197,6 @@ def _script_args(transactions: pl.DataFrame) -> list:
     return args
 
 
-def _events(blob: bytes) -> np.ndarray:
-    return np.frombuffer(blob, dtype="<i8").reshape(-1, 4)
-
-
 class RedisStore(FeatureStore):
     """The store in Redis at ``url``, shared by every worker that points at it."""
 
@@ -199,7 +208,6 @@ class RedisStore(FeatureStore):
         self._score = self.redis.register_script(_SCORE)
         self._swap = self.redis.register_script(_SWAP)
         self._info = self.redis.register_script(_INFO)
-        self._newest = self.redis.register_script(_NEWEST)
         self.redis.ping()
 
     @property
@@ -232,8 +240,9 @@ class RedisStore(FeatureStore):
         pipe.execute()
         return bool(self._swap(args=[self.prefix, day.isoformat(), staged]))
 
-    def _run(self, mode: str, transactions: pl.DataFrame):
-        status, state, result = self._score(args=[self.prefix, mode,
+    def _run(self, mode: str, transactions: pl.DataFrame, newest: int = -1):
+        """The script on ``transactions``; ``newest``: their latest microseconds (applying)."""
+        status, state, result = self._score(args=[self.prefix, mode, newest,
                                                   *_script_args(transactions)])
         return status.decode(), dt.date.fromisoformat(state.decode()) if state else None, result
 
@@ -254,16 +263,15 @@ class RedisStore(FeatureStore):
         applied = 0
         for start in range(0, journal.height, 5_000):
             part = journal.slice(start, 5_000)
-            applied += self._run("replay", part)[2]
-            self._newest(args=[self.prefix, int(_micros(part["tx_datetime"]).max())])
+            # Logged rows may hold timestamps Python cannot (year 0): polars takes the latest.
+            applied += self._run("replay", part, int(_micros(part["tx_datetime"]).max()))[2]
         return applied
 
     def score_features(self, transactions: pl.DataFrame, feature_rows: int
                        ) -> tuple[Features, dt.date | None]:
-        status, state, out = self._run("score", transactions)
+        status, state, out = self._run("score", transactions, _newest_micros(transactions))
         if status == "refused":
             raise self._refused(transactions, state, out)
-        self._newest(args=[self.prefix, _newest_micros(transactions)])
         views = [out[i:i + 4] for i in range(0, len(out), 4)]
         if transactions.height > feature_rows:
             return Features.from_frame(transactions, self._frame_features(transactions, views)), state
@@ -317,15 +325,15 @@ def _unpacked(rows: dict[int, bytes], packer: struct.Struct, key: str, names) ->
 
 
 def _event_frame(blobs: dict[int, bytes]) -> pl.DataFrame:
-    """Packed events, with their customer, as ``EVENT_COLUMNS``."""
-    parts = [(customer, _events(blob)) for customer, blob in blobs.items() if blob]
-    if not parts:
-        return pl.DataFrame(schema={"transaction_id": pl.Int64, "tx_datetime": pl.Datetime("us"),
-                                    "customer_id": pl.Int64, "terminal_id": pl.Int64,
-                                    "tx_cents": pl.Int64})
-    events = np.concatenate([e for _, e in parts])
-    customers = np.concatenate([np.full(len(e), c, dtype=np.int64) for c, e in parts])
+    """Packed events, with their customer, as ``EVENT_COLUMNS``: all blobs read as one array,
+    not an array per customer (a day's batch has thousands)."""
+    customers = [customer for customer, blob in blobs.items() if blob]
+    events = np.frombuffer(b"".join(blobs[c] for c in customers), dtype="<i8").reshape(-1, 4)
+    owners = np.repeat(np.array(customers, dtype=np.int64),
+                       [len(blobs[c]) // _EVENT.size for c in customers])
     return pl.DataFrame({
-        "transaction_id": events[:, 0], "tx_datetime": events[:, 1], "customer_id": customers,
+        "transaction_id": events[:, 0], "tx_datetime": events[:, 1], "customer_id": owners,
         "terminal_id": events[:, 3], "tx_cents": events[:, 2],
-    }).with_columns(pl.col("tx_datetime").cast(pl.Datetime("us"))).select(EVENT_COLUMNS)
+    }, schema={"transaction_id": pl.Int64, "tx_datetime": pl.Int64, "customer_id": pl.Int64,
+               "terminal_id": pl.Int64, "tx_cents": pl.Int64}).with_columns(
+        pl.col("tx_datetime").cast(pl.Datetime("us"))).select(EVENT_COLUMNS)
