@@ -12,18 +12,18 @@ import subprocess
 import time
 from pathlib import Path
 
-import dagster as dg
 import pytest
-import redis
 
-from fraud_dagster.definitions import make_definitions
-from fraud_dagster.resources import LandingSource, SimulatorSource, local_resources
-from fraud_dagster_tests.pipeline import SMALL_SIMULATOR, trained_project
 from fraud_dagster_tests.processes import PostgresServer, free_port, postgres_bin_dir
+
+# Dagster, MLflow (through the definitions) and redis-py are imported by the fixtures that use
+# them, not here: a test file of pure logic, run alone, then starts in seconds, not ten.
 
 
 @pytest.fixture
 def instance(tmp_path):
+    import dagster as dg
+
     home = tmp_path / "dagster"
     home.mkdir()
     with dg.instance_for_test(temp_dir=str(home)) as instance:
@@ -48,12 +48,19 @@ def landing_dir(tmp_path) -> Path:
 
 
 @pytest.fixture
-def simulator_defs(data_dir) -> dg.Definitions:
+def simulator_defs(data_dir):
+    from fraud_dagster.definitions import make_definitions
+    from fraud_dagster.resources import SimulatorSource, local_resources
+    from fraud_dagster_tests.pipeline import SMALL_SIMULATOR
+
     return make_definitions(local_resources(data_dir, SimulatorSource(**SMALL_SIMULATOR)))
 
 
 @pytest.fixture
-def landing_defs(data_dir, landing_dir) -> dg.Definitions:
+def landing_defs(data_dir, landing_dir):
+    from fraud_dagster.definitions import make_definitions
+    from fraud_dagster.resources import LandingSource, local_resources
+
     return make_definitions(local_resources(data_dir, LandingSource(landing_dir=str(landing_dir))))
 
 
@@ -63,6 +70,8 @@ def redis_server(tmp_path_factory):
 
     Debian's ``redis-server`` package provides it (``.ci/run`` installs it when it is missing).
     """
+    import redis
+
     executable = shutil.which("redis-server")
     if executable is None:
         pytest.fail("redis-server is not on the PATH: install Debian's redis-server package"
@@ -120,6 +129,8 @@ def shared_project(tmp_path_factory):
     """The project with a champion that several modules start from (``pipeline.trained_project``:
     75 days of the small simulator ingested, a champion trained and exported), built once per
     session. Read it only: a test that changes a project takes ``pipeline.copy_project`` of it."""
+    from fraud_dagster_tests.pipeline import trained_project
+
     with trained_project(tmp_path_factory.mktemp("shared") / "project") as project:
         yield project
 

@@ -67,7 +67,7 @@ def transaction_features(
     days_present = validated_transactions["tx_datetime"].dt.date().n_unique()
     labels = read_labels(daily_tables, window_first, last)
     features, state = batch_features(validated_transactions, first, last, labels=labels)
-    selected = context.selected_output_names
+    selected = context.op_execution_context.selected_output_names
     if "transaction_features" in selected:
         yield dg.Output(
             features,
