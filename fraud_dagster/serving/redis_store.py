@@ -75,26 +75,26 @@ end
 if mode == 'check' or (mode == 'score' and #refused > 0) then
   return {'refused', state or '', refused}
 end
--- Each customer's events of a day are read and written once, however many it has here.
-local days, appended = {}, {}
+-- Each customer's events of a day are read and written once, however many it has here (the
+-- writes touch distinct fields: their order does not matter).
+local events = {}
 for _, b in ipairs(keep) do
   local id, day, customer, event = ARGV[b], ARGV[b + 1], ARGV[b + 3], ARGV[b + 5]
   redis.call('SADD', p .. 'ids:' .. day, id)
   local key = p .. 'e:' .. day
-  if not days[key] then
+  if not events[key] then
     redis.call('ZADD', p .. 'days', 0, day)
-    days[key] = {}
-    appended[#appended + 1] = key
+    events[key] = {}
   end
-  local parts = days[key][customer]
+  local parts = events[key][customer]
   if not parts then
     parts = {redis.call('HGET', key, customer) or ''}
-    days[key][customer] = parts
+    events[key][customer] = parts
   end
   parts[#parts + 1] = event
 end
-for _, key in ipairs(appended) do
-  for customer, parts in pairs(days[key]) do
+for key, customers in pairs(events) do
+  for customer, parts in pairs(customers) do
     redis.call('HSET', key, customer, table.concat(parts))
   end
 end
