@@ -142,6 +142,31 @@ Dagster's bookkeeping, however few rows it materialises). Not ``redis_server``: 
 well under a second."""
 
 
+def pytest_addoption(parser):
+    parser.addoption("--record-module-seconds", action="store_true",
+                     help="write each test module's seconds in this run to"
+                     " fraud_dagster_tests/module_seconds.json (the order --dist loadscope starts"
+                     " modules in: fraud_dagster_tests/scheduling.py)")
+
+
+def pytest_configure(config):
+    if config.getoption("record_module_seconds") and not hasattr(config, "workerinput"):
+        from fraud_dagster_tests.scheduling import ModuleSecondsRecorder
+
+        config.pluginmanager.register(ModuleSecondsRecorder(), "module_seconds_recorder")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadscope``: xdist's, the longest modules first and the shared project's modules
+    as one unit (``scheduling.py``); any other ``--dist`` is xdist's own."""
+    if config.getvalue("dist") == "loadscope":
+        from fraud_dagster_tests.scheduling import LongestFirstScheduling
+
+        return LongestFirstScheduling(config, log)
+    return None
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(items):
     """Mark ``slow`` every test that needs the shared trained project, PostgreSQL or a Dagster
