@@ -172,7 +172,19 @@ def pytest_collection_modifyitems(items):
     """Mark ``slow`` every test that needs the shared trained project, PostgreSQL or a Dagster
     instance, besides those marked by hand (their own ingest and training, servers, daemons,
     processes): the quick subset, ``-m "not slow"``, is what is left: the pure logic, the
-    serving package in process, the stores on Redis, the landing and label files' rules."""
+    serving package in process, the stores on Redis, the landing and label files' rules.
+
+    Also stops the run when a module uses ``shared_project`` without being in
+    ``scheduling.SHARED_PROJECT_MODULES`` (xdist would build the project once more for it)."""
+    from fraud_dagster_tests.scheduling import SHARED_PROJECT_MODULES, module_of
+
+    unlisted = set()
     for item in items:
-        if EXPENSIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if EXPENSIVE_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
+        if "shared_project" in fixtures and module_of(item.nodeid) not in SHARED_PROJECT_MODULES:
+            unlisted.add(module_of(item.nodeid))
+    if unlisted:
+        raise pytest.UsageError(f"{sorted(unlisted)} use the shared_project fixture: add them to"
+                                " SHARED_PROJECT_MODULES in fraud_dagster_tests/scheduling.py")

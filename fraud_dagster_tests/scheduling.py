@@ -24,7 +24,8 @@ from xdist.scheduler import LoadScopeScheduling
 MODULE_SECONDS = Path(__file__).with_name("module_seconds.json")
 SHARED_PROJECT_MODULES = ("fraud_dagster_tests/test_serving.py",
                           "fraud_dagster_tests/test_model_assets.py")
-"""The modules whose tests use the ``shared_project`` fixture (conftest.py)."""
+"""The modules whose tests use the ``shared_project`` fixture (conftest.py stops a run that
+collects another one using it)."""
 SHARED_PROJECT_UNIT = "shared_project"
 
 
